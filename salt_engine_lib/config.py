@@ -1,0 +1,302 @@
+"""The ``relay:`` configuration block: one typed object, one validator.
+
+Sources, highest precedence first::
+
+    engine kwargs (engines: - relay: {...})
+    the daemon's own config  (relay: in /etc/salt/master or minion)
+    pillar                   (relay: in the master's or minion's pillar)
+    built-in defaults
+
+``load()`` merges them key by key, validates once and raises
+:class:`~salt_engine_lib.errors.ConfigError` naming the first bad key.
+"""
+
+import dataclasses
+import os
+import pathlib
+from typing import Optional
+
+from salt_engine_lib.errors import ConfigError
+from salt_engine_lib.urls import mask_url, validate_broker_url, validate_database_url
+
+# Tags a Salt admin queries: job publishes and returns, runner/wheel returns,
+# key events, minion starts, beacons. Everything else is dropped unless
+# listed in include_tags.
+DEFAULT_INCLUDE_TAGS = (
+    "salt/job/*/new",
+    "salt/job/*/ret/*",
+    "salt/run/*/new",
+    "salt/run/*/ret",
+    "salt/wheel/*/ret",
+    "salt/key",
+    "salt/minion/*/start",
+    "salt/beacon/*",
+)
+# Redundant traffic: authentication chatter, presence pings, and the legacy
+# minion_start event that repeats salt/minion/<id>/start.
+DEFAULT_EXCLUDE_TAGS = ("salt/auth", "minion_ping", "minion_start", "salt/presence/*")
+# Returns of these functions are the CLI polling running jobs.
+DEFAULT_EXCLUDE_FUNCTIONS = ("saltutil.find_job", "saltutil.running")
+
+BROKER_SSL_KEYS = ("ca_certs", "certfile", "keyfile", "cert_reqs")
+DATABASE_SSL_KEYS = ("ca", "cert", "key", "verify")
+
+
+def _positive_int(key, value):
+    if isinstance(value, bool):
+        raise ConfigError(f"relay:{key} must be a positive integer, got {value!r}")
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"relay:{key} must be a positive integer, got {value!r}") from None
+    if number <= 0 or (isinstance(value, float) and value != number):
+        raise ConfigError(f"relay:{key} must be a positive integer, got {value!r}")
+    return number
+
+
+def _optional_positive_int(key, value):
+    return None if value is None else _positive_int(key, value)
+
+
+def _non_negative_int(key, value):
+    # 0 is meaningful for retention: "keep forever", as Salt's keep_jobs_seconds.
+    if value in (0, "0"):
+        return 0
+    return _positive_int(key, value)
+
+
+def _optional_non_negative_int(key, value):
+    return None if value is None else _non_negative_int(key, value)
+
+
+def _positive_float(key, value):
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"relay:{key} must be a positive number of seconds, got {value!r}") from None
+    if isinstance(value, bool) or number <= 0:
+        raise ConfigError(f"relay:{key} must be a positive number of seconds, got {value!r}")
+    return number
+
+
+def _bool(key, value):
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"relay:{key} must be true or false, got {value!r}")
+
+
+def _optional_str(key, value):
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise ConfigError(f"relay:{key} must be a string, got {type(value).__name__}")
+    return value
+
+
+def _str(key, value):
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"relay:{key} must be a non-empty string, got {value!r}")
+    return value
+
+
+def _glob_list(key, value):
+    if isinstance(value, str):
+        value = [item.strip() for item in value.split(",") if item.strip()]
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+        raise ConfigError(f"relay:{key} must be a list of strings, got {value!r}")
+    return tuple(value)
+
+
+def _ssl_options(allowed):
+    def check(key, value):
+        if value in (None, False, {}):
+            return None
+        if value is True:
+            return {}
+        if not isinstance(value, dict):
+            raise ConfigError(f"relay:{key} must be a mapping with keys {', '.join(allowed)}, got {value!r}")
+        unknown = sorted(set(value) - set(allowed))
+        if unknown:
+            raise ConfigError(f"relay:{key}:{unknown[0]} is not a known option; allowed: {', '.join(allowed)}")
+        for name in ("ca_certs", "certfile", "keyfile", "ca", "cert", "key"):
+            path = value.get(name)
+            if path is not None and not os.path.isfile(str(path)):
+                raise ConfigError(f"relay:{key}:{name} file not found: {path}")
+        return dict(value)
+
+    return check
+
+
+def _broker_url(key, value):
+    value = _optional_str(key, value)
+    if value is not None:
+        validate_broker_url(key, value)
+    return value
+
+
+def _database_url(key, value):
+    value = _optional_str(key, value)
+    if value is not None:
+        validate_database_url(key, value)
+    return value
+
+
+@dataclasses.dataclass(frozen=True)
+class RelayConfig:
+    """Validated settings. Field docs are the configuration reference."""
+
+    #: Kombu URL: ``amqp://user:pw@host:5672/vhost``, ``redis://host:6379/0``,
+    #: ``rediss://`` / ``amqps://`` for TLS. Empty: the embedded broker.
+    broker_url: Optional[str] = None
+    #: SQLAlchemy URL: ``mysql+pymysql://``, ``postgresql+psycopg://``,
+    #: ``sqlite:////path``. Empty: SQLite under the daemon's cachedir.
+    database_url: Optional[str] = None
+    #: Queue the engine publishes to and workers consume.
+    queue: str = "salt-relay"
+    #: Where undecodable or unstorable messages go, with the reason.
+    dead_letter_queue: str = "salt-relay.dlq"
+    #: Events per broker message.
+    batch_size: int = 500
+    #: Seconds an event may wait in the engine before its batch is sent.
+    batch_max_wait: float = 0.2
+    #: Directory of the on-disk spool used while the broker is unreachable.
+    spool_dir: Optional[str] = None
+    #: Bound of the spool; beyond it events are counted as lost and logged.
+    spool_max_bytes: int = 1 << 30
+    include_tags: tuple = DEFAULT_INCLUDE_TAGS
+    exclude_tags: tuple = DEFAULT_EXCLUDE_TAGS
+    exclude_functions: tuple = DEFAULT_EXCLUDE_FUNCTIONS
+    #: Identical events within this many seconds are stored once.
+    dedup_window: float = 5.0
+    #: Age after which jobs and returns are deleted; None: Salt's keep_jobs_seconds; 0: never.
+    keep_jobs_seconds: Optional[int] = None
+    #: Age after which events are deleted; None: same as jobs; 0: never.
+    keep_events_seconds: Optional[int] = None
+    #: Rows deleted per cleanup transaction, so cleanup never holds long locks.
+    cleanup_chunk_size: int = 5000
+    #: Apply schema migrations on first use of an empty or older database.
+    auto_upgrade: bool = True
+    #: TLS to the broker (ca_certs, certfile, keyfile, cert_reqs).
+    broker_ssl: Optional[dict] = None
+    #: TLS to the database (ca, cert, key, verify).
+    database_ssl: Optional[dict] = None
+    #: Messages whose events exceed this many bytes are dead-lettered.
+    max_message_bytes: int = 64 << 20
+    #: Prometheus exporter port for the engine and workers; None: off.
+    metrics_port: Optional[int] = None
+    #: Broker messages a worker holds unacknowledged.
+    worker_prefetch: int = 8
+    #: Master id stored with jobs/returns/events; None: the daemon's id.
+    master_id: Optional[str] = None
+
+    def describe(self):
+        """A printable dict, with passwords masked."""
+        shown = dataclasses.asdict(self)
+        shown["broker_url"] = mask_url(self.broker_url)
+        shown["database_url"] = mask_url(self.database_url)
+        return shown
+
+
+_VALIDATORS = {
+    "broker_url": _broker_url,
+    "database_url": _database_url,
+    "queue": _str,
+    "dead_letter_queue": _str,
+    "batch_size": _positive_int,
+    "batch_max_wait": _positive_float,
+    "spool_dir": _optional_str,
+    "spool_max_bytes": _positive_int,
+    "include_tags": _glob_list,
+    "exclude_tags": _glob_list,
+    "exclude_functions": _glob_list,
+    "dedup_window": _positive_float,
+    "keep_jobs_seconds": _optional_non_negative_int,
+    "keep_events_seconds": _optional_non_negative_int,
+    "cleanup_chunk_size": _positive_int,
+    "auto_upgrade": _bool,
+    "broker_ssl": _ssl_options(BROKER_SSL_KEYS),
+    "database_ssl": _ssl_options(DATABASE_SSL_KEYS),
+    "max_message_bytes": _positive_int,
+    "metrics_port": _optional_positive_int,
+    "worker_prefetch": _positive_int,
+    "master_id": _optional_str,
+}
+KEYS = tuple(_VALIDATORS)
+assert set(KEYS) == {f.name for f in dataclasses.fields(RelayConfig)}
+
+
+def _check_block(source, block):
+    if block is None:
+        return {}
+    if not isinstance(block, dict):
+        raise ConfigError(f"relay: in {source} must be a mapping, got {type(block).__name__}")
+    unknown = sorted(set(block) - set(KEYS))
+    if unknown:
+        raise ConfigError(
+            f"relay:{unknown[0]} (from {source}) is not a known option; allowed: {', '.join(KEYS)}"
+        )
+    return block
+
+
+def load(overrides=None, daemon_block=None, pillar_block=None):
+    """Merge the sources (first wins) and validate every value."""
+    merged = {}
+    for source, block in (
+        ("pillar", pillar_block),
+        ("the daemon config", daemon_block),
+        ("engine options", overrides),
+    ):
+        merged.update(_check_block(source, block))
+    values = {key: _VALIDATORS[key](key, value) for key, value in merged.items()}
+    return RelayConfig(**values)
+
+
+def from_salt_opts(opts, overrides=None, pillar_block=None):
+    """Build the config a Salt daemon (master or minion) should use.
+
+    Reads the nested ``relay:`` block and flat ``relay.<key>`` options of
+    ``opts`` (Salt's returner convention), so both spellings work.
+    """
+    daemon_block = opts.get("relay")
+    flat = {key[len("relay."):]: value for key, value in opts.items() if isinstance(key, str) and key.startswith("relay.")}
+    if flat and (daemon_block is None or isinstance(daemon_block, dict)):
+        daemon_block = {**flat, **(daemon_block or {})}
+    return load(overrides, daemon_block, pillar_block)
+
+
+def env_overrides(environ=None):
+    """``SALT_RELAY_<KEY>`` variables, for the ``salt-relay`` command."""
+    environ = os.environ if environ is None else environ
+    found = {}
+    for key in KEYS:
+        value = environ.get(f"SALT_RELAY_{key.upper()}")
+        if value is not None:
+            found[key] = value
+    return found
+
+
+def default_database_url(cachedir):
+    return f"sqlite:///{pathlib.Path(cachedir, 'relay', 'relay.db')}"
+
+
+def database_url(config, opts):
+    """The configured database URL, or the embedded SQLite default."""
+    return config.database_url or default_database_url(opts.get("cachedir") or "/var/cache/salt/master")
+
+
+def keep_jobs_seconds(config, opts):
+    """Retention for jobs: relay's own setting, else Salt's keep_jobs_seconds."""
+    if config.keep_jobs_seconds is not None:
+        return config.keep_jobs_seconds
+    return int(opts.get("keep_jobs_seconds", 86400) or 0)
+
+
+def keep_events_seconds(config, opts):
+    if config.keep_events_seconds is not None:
+        return config.keep_events_seconds
+    return keep_jobs_seconds(config, opts)

@@ -1,0 +1,30 @@
+"""The salt-relay exception tree.
+
+Library code raises these; only the Salt loader modules translate them into
+``CommandExecutionError`` / ``SaltInvocationError`` for Salt's callers.
+"""
+
+
+class RelayError(Exception):
+    """Base of every error salt-relay raises on purpose."""
+
+
+class ConfigError(RelayError):
+    """The ``relay:`` configuration is invalid; the message names the key."""
+
+
+class StoreError(RelayError):
+    """The SQL store could not be reached or refused a statement."""
+
+
+class BrokerUnavailable(RelayError):
+    """The message broker could not be reached within the retry budget."""
+
+
+class DecodeError(RelayError):
+    """A broker message could not be decoded; keeps the raw bytes for the DLQ."""
+
+    def __init__(self, reason, raw=b""):
+        super().__init__(reason)
+        self.reason = reason
+        self.raw = raw

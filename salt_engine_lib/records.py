@@ -1,0 +1,192 @@
+"""Salt documents -> store rows. Pure functions, no I/O.
+
+Three return shapes reach a job cache (see docs/salt-interfaces):
+minion returns (``cmd="_return"``), ``salt-call`` returns (may lack
+``success``) and runner jobs (``fun="runner.*"``, result nested under
+``return``). Multi-function jobs carry lists/dicts for fun/retcode/success.
+"""
+
+import datetime
+import hashlib
+
+from salt_engine_lib import jsonsafe
+from salt_engine_lib.errors import RelayError
+from salt_engine_lib.store.schema import FUN_LENGTH, JID_LENGTH, MINION_ID_LENGTH
+
+_JID_FORMAT = "%Y%m%d%H%M%S%f"
+# Keys a return row keeps in its own columns rather than in ``document``.
+_RETURN_VALUE_KEY = "return"
+
+
+class RecordError(RelayError):
+    """A Salt document cannot become a row (missing or oversize key)."""
+
+
+def utcnow():
+    return datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)
+
+
+def jid_time(jid):
+    """Start time encoded in a Salt jid (naive UTC), or None."""
+    try:
+        return datetime.datetime.strptime(str(jid)[:20], _JID_FORMAT)
+    except ValueError:
+        return None
+
+
+def time_to_jid(when):
+    """The smallest jid of that instant, for jid range scans."""
+    return when.strftime(_JID_FORMAT)
+
+
+def parse_stamp(value):
+    """Salt's ``_stamp`` (aware or naive ISO-8601) or an epoch -> naive UTC."""
+    if value is None or value == "":
+        return None
+    try:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return datetime.datetime.fromtimestamp(value, datetime.timezone.utc).replace(tzinfo=None)
+        parsed = datetime.datetime.fromisoformat(str(value))
+    except (TypeError, ValueError, OverflowError, OSError):
+        return None
+    if parsed.tzinfo is not None:
+        parsed = parsed.astimezone(datetime.timezone.utc).replace(tzinfo=None)
+    return parsed
+
+
+def _checked_key(name, value, max_length):
+    if value is None or value == "":
+        raise RecordError(f"missing {name}")
+    value = str(value)
+    if len(value) > max_length:
+        raise RecordError(f"{name} longer than {max_length} characters: {value[:40]!r}...")
+    return value
+
+
+def _fun_label(fun):
+    if isinstance(fun, (list, tuple)):
+        fun = ",".join(str(f) for f in fun)
+    return None if fun is None else str(fun)[:FUN_LENGTH]
+
+
+def job_row(jid, load, minions=None, master_id=None, now=None):
+    load = dict(load or {})
+    tgt = load.get("tgt")
+    return {
+        "jid": _checked_key("jid", jid, JID_LENGTH),
+        "master_id": master_id or load.get("master_id"),
+        "fun": _fun_label(load.get("fun")),
+        # list targets (-L) arrive as lists
+        "tgt": tgt if tgt is None or isinstance(tgt, str) else jsonsafe.dumps(tgt),
+        "tgt_type": None if load.get("tgt_type") is None else str(load["tgt_type"])[:32],
+        "user": None if load.get("user") is None else str(load["user"])[:255],
+        "load": load,
+        "minions": sorted(str(m) for m in minions) if minions is not None else None,
+        "started_at": jid_time(jid),
+        "ended_at": None,
+        "stored_at": now or utcnow(),
+    }
+
+
+def _derive_outcome(ret):
+    """(retcode, success) for the three return shapes."""
+    retcode, success = ret.get("retcode"), ret.get("success")
+    nested = ret.get(_RETURN_VALUE_KEY)
+    if str(ret.get("fun", "")).startswith("runner.") and isinstance(nested, dict):
+        # Runner jobs nest the outcome under "return".
+        success = nested.get("success", success)
+        retcode = nested.get("retcode", retcode)
+    if isinstance(retcode, (dict, list)):  # multi-function job: one per function (a list if multifunc_ordered)
+        codes = [c for c in _per_function(retcode) if isinstance(c, int) and not isinstance(c, bool)]
+        retcode = max(codes) if codes else None
+    if isinstance(success, (dict, list)):
+        success = all(bool(s) for s in _per_function(success))
+    if isinstance(retcode, bool) or not isinstance(retcode, int):
+        retcode = None if retcode is None else _int_or_none(retcode)
+    if success is None and retcode is not None:
+        success = retcode == 0
+    return retcode, (None if success is None else bool(success))
+
+
+def _per_function(values):
+    return values.values() if isinstance(values, dict) else values
+
+
+def _int_or_none(value):
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def return_row(ret, master_id=None, now=None):
+    if not isinstance(ret, dict):
+        raise RecordError(f"a return must be a mapping, got {type(ret).__name__}")
+    retcode, success = _derive_outcome(ret)
+    document = {k: v for k, v in ret.items() if k != _RETURN_VALUE_KEY}
+    return {
+        "jid": _checked_key("jid", ret.get("jid"), JID_LENGTH),
+        "minion_id": _checked_key("id", ret.get("id"), MINION_ID_LENGTH),
+        "master_id": master_id or ret.get("master_id"),
+        "fun": _fun_label(ret.get("fun")),
+        "ret": ret.get(_RETURN_VALUE_KEY),
+        "retcode": retcode,
+        "success": success,
+        "document": document,
+        "returned_at": parse_stamp(ret.get("_stamp")) or parse_stamp(ret.get("ts")),
+        "stored_at": now or utcnow(),
+    }
+
+
+def content_key(tag, data, master_id=None):
+    """Identity of an event: the same event redelivered gives the same key."""
+    digest = hashlib.sha256()
+    for part in (master_id or "", tag, jsonsafe.canonical_dumps(data)):
+        digest.update(str(part).encode("utf-8", "surrogatepass"))
+        digest.update(b"\0")
+    return digest.hexdigest()
+
+
+def event_row(tag, data, master_id=None, now=None):
+    if not isinstance(tag, str) or not tag:
+        raise RecordError("an event needs a non-empty string tag")
+    now = now or utcnow()
+    stamp = parse_stamp(data.get("_stamp")) if isinstance(data, dict) else None
+    return {
+        "content_key": content_key(tag, data, master_id),
+        "tag": tag,
+        "data": data,
+        "master_id": master_id,
+        "stamp": stamp or now,
+        "stored_at": now,
+    }
+
+
+def _tag_parts(tag):
+    return tag.split("/")
+
+
+def rows_from_event(tag, data, master_id=None, now=None):
+    """Rows one bus event yields: (jobs, returns, events).
+
+    Every kept event goes to ``events``; job publishes also make a ``jobs``
+    row, minion and runner returns a ``returns`` row shaped like the one the
+    job cache writes for the same return, so both collapse into one row.
+    """
+    now = now or utcnow()
+    jobs, returns = [], []
+    parts = _tag_parts(tag)
+    if len(parts) >= 4 and parts[0] == "salt" and isinstance(data, dict):
+        kind, jid, action = parts[1], parts[2], parts[3]
+        if kind == "job" and action == "new":
+            jobs.append(job_row(jid, data, data.get("minions"), master_id, now))
+        elif kind == "job" and action == "ret" and len(parts) >= 5:
+            returns.append(return_row(data, master_id, now))
+        elif kind == "run" and action == "new":
+            load = {"fun": data.get("fun"), "arg": data.get("fun_args", []), "tgt": master_id, "tgt_type": "glob", "user": data.get("user"), "jid": jid}
+            jobs.append(job_row(jid, load, [master_id] if master_id else None, master_id, now))
+        elif kind == "run" and action == "ret" and master_id:
+            # The runner's job-cache record: outcome nested under "return".
+            runner_ret = {"id": master_id, "jid": jid, "fun": data.get("fun"), "user": data.get("user"), "return": data}
+            returns.append(return_row(runner_ret, master_id, now))
+    return jobs, returns, [event_row(tag, data, master_id, now)]

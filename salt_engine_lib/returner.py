@@ -1,0 +1,184 @@
+"""Salt's job-cache API on the salt-relay store.
+
+``_returners/relay.py`` passes its dunders in; nothing here reads them
+directly. Shapes follow Salt's ``local_cache`` so every ``jobs.*`` runner and
+``ret.*`` function works unchanged (see docs/salt-interfaces.md, section 3).
+"""
+
+import logging
+import os
+import threading
+
+from salt_engine_lib import config as relay_config
+from salt_engine_lib import records
+from salt_engine_lib.store import Store, queries
+
+log = logging.getLogger(__name__)
+
+FIND_JOB = "saltutil.find_job"
+
+_stores = {}
+_stores_lock = threading.Lock()
+
+
+def resolve_config(opts, salt_functions=None, ret=None):
+    """The relay config for this call.
+
+    On a minion (``ret.*``, ``--return``) Salt's ``get_returner_options``
+    reads the nested ``relay:`` block or flat ``relay.<key>`` options from
+    config *or pillar*, honours ``--return_config`` profiles and lets
+    ``--return_kwargs`` override. On the master (no pillar there) it reads
+    the master config the same way.
+    """
+    import salt.returners  # pylint: disable=import-outside-toplevel
+
+    found = salt.returners.get_returner_options(
+        "relay",
+        ret,
+        {key: key for key in relay_config.KEYS},
+        __salt__=salt_functions or {},
+        __opts__=opts,
+    )
+    return relay_config.load({key: value for key, value in found.items() if value not in (None, "")})
+
+
+def store_for(opts, salt_functions=None, ret=None):
+    """The process's :class:`Store` for the config in effect (cached by URL)."""
+    config = resolve_config(opts, salt_functions, ret)
+    url = relay_config.database_url(config, opts)
+    key = (os.getpid(), url, repr(config.database_ssl), config.auto_upgrade)
+    store = _stores.get(key)
+    if store is None:
+        with _stores_lock:
+            store = _stores.setdefault(key, Store.from_config(config, url))
+    return store
+
+
+def master_id(opts):
+    """The id stored with rows written by a master; None on minions."""
+    config = resolve_config(opts)
+    if config.master_id:
+        return config.master_id
+    return opts.get("id") if opts.get("__role") == "master" else None
+
+
+# -- writes -----------------------------------------------------------------
+
+
+def prep_jid(opts, nocache=False, passed_jid=None):
+    import salt.utils.jid  # pylint: disable=import-outside-toplevel
+
+    return passed_jid if passed_jid is not None else salt.utils.jid.gen_jid(opts)
+
+
+def save_load(store, jid, load, minions=None, master=None):
+    """Insert-if-absent: the publish load must survive the per-return calls."""
+    store.write_batch(jobs=[records.job_row(jid, load, minions, master)])
+
+
+def save_minions(store, jid, minions, master=None):
+    # Only syndics/cluster peers call this, always after save_load; a job row
+    # is created if the load has not arrived yet, with the minions known.
+    store.write_batch(jobs=[records.job_row(jid, {"jid": jid}, minions, master)])
+
+
+def returner(store, ret, opts, master=None):
+    if ret.get("jid") == "req":
+        # salt-call without a master job: allocate one, as local_cache does.
+        ret = dict(ret, jid=prep_jid(opts, nocache=ret.get("nocache", False)))
+    store.write_batch(returns=[records.return_row(ret, master)])
+
+
+def event_return(store, events, master=None):
+    rows = []
+    for event in events or ():
+        try:
+            rows.append(records.event_row(event["tag"], event.get("data"), master))
+        except (KeyError, TypeError, records.RecordError) as err:
+            log.error("relay event_return: skipping malformed event: %s: %s", type(err).__name__, err)
+    if rows:
+        store.write_batch(events=rows)
+
+
+def update_endtime(store, jid, time):
+    import salt.utils.jid  # pylint: disable=import-outside-toplevel
+
+    ended = _parse_jid_time(time) or records.jid_time(salt.utils.jid.gen_jid({}))
+    with store.engine.begin() as conn:
+        queries.set_endtime(conn, jid, ended)
+
+
+def clean_old_jobs(store, opts, config):
+    removed = store.purge(
+        relay_config.keep_jobs_seconds(config, opts),
+        relay_config.keep_events_seconds(config, opts),
+        config.cleanup_chunk_size,
+    )
+    if any(removed.values()):
+        log.info("relay: removed old rows %s", removed)
+    return removed
+
+
+# -- reads --------------------------------------------------------------------
+
+
+def get_load(store, jid):
+    return store.read(queries.get_load, jid)
+
+
+def get_jid(store, jid):
+    return store.read(queries.get_jid, jid)
+
+
+def get_fun(store, fun):
+    return store.read(queries.latest_return_of_fun, fun)
+
+
+def get_minions(store):
+    return store.read(queries.minion_ids)
+
+
+def get_jids(store):
+    import salt.utils.jid  # pylint: disable=import-outside-toplevel
+
+    with store.engine.connect() as conn:
+        return {
+            row.jid: _with_endtime(salt.utils.jid.format_jid_instance(row.jid, row.load), row)
+            for row in queries.iter_all_jobs(conn)
+        }
+
+
+def get_jids_filter(store, count, filter_find_job=True):
+    import salt.utils.jid  # pylint: disable=import-outside-toplevel
+
+    exclude = (FIND_JOB,) if filter_find_job else ()
+    rows = store.read(queries.list_jobs, limit=count, exclude_funs=exclude)
+    return [
+        _with_endtime(salt.utils.jid.format_jid_instance_ext(row.jid, row.load), row)
+        for row in reversed(rows)
+    ]
+
+
+def get_endtime(store, jid):
+    ended = store.read(queries.get_endtime, jid)
+    return _format_time(ended) if ended else False
+
+
+def _with_endtime(instance, row):
+    if row.ended_at:
+        instance["EndTime"] = _format_time(row.ended_at)
+    return instance
+
+
+def _format_time(when):
+    # Salt's jid_to_time format: "2026, Nov 22 18:16:33.638280"
+    return when.strftime("%Y, %b %d %H:%M:%S.%f")
+
+
+def _parse_jid_time(text):
+    import datetime  # pylint: disable=import-outside-toplevel
+
+    try:
+        return datetime.datetime.strptime(str(text), "%Y, %b %d %H:%M:%S.%f")
+    except ValueError:
+        return None

@@ -1,0 +1,85 @@
+"""Schema versions with Alembic, driven from code (``salt-relay db upgrade``).
+
+Several processes may open an empty database at once (MWorkers, workers,
+CLIs), so an upgrade runs under a lock that the database (or, for SQLite, a
+lock file beside it) serialises; the loser finds the schema current.
+"""
+
+import contextlib
+import fcntl
+import logging
+import pathlib
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import text
+
+log = logging.getLogger(__name__)
+
+_MIGRATIONS_DIR = pathlib.Path(__file__).resolve().parent / "migrations"
+# Arbitrary constant shared by every salt-relay process (PostgreSQL advisory lock id).
+_PG_LOCK_ID = 7_275_480_633
+_MYSQL_LOCK_NAME = "salt_relay_schema_upgrade"
+
+
+def alembic_config(connection=None):
+    config = Config()
+    config.set_main_option("script_location", str(_MIGRATIONS_DIR))
+    config.attributes["connection"] = connection
+    return config
+
+
+def head_revision():
+    return ScriptDirectory.from_config(alembic_config()).get_current_head()
+
+
+def current_revision(engine):
+    with engine.connect() as conn:
+        return MigrationContext.configure(conn).get_current_revision()
+
+
+@contextlib.contextmanager
+def _upgrade_lock(engine, conn):
+    dialect = engine.dialect.name
+    if dialect == "postgresql":
+        conn.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": _PG_LOCK_ID})
+        yield
+    elif dialect in ("mysql", "mariadb"):
+        conn.execute(text("SELECT GET_LOCK(:name, 120)"), {"name": _MYSQL_LOCK_NAME})
+        try:
+            yield
+        finally:
+            conn.execute(text("SELECT RELEASE_LOCK(:name)"), {"name": _MYSQL_LOCK_NAME})
+    else:
+        database = engine.url.database
+        if not database or database == ":memory:":
+            yield
+            return
+        with open(f"{database}.migrate-lock", "a+") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def upgrade(engine, revision="head"):
+    """Apply migrations up to ``revision``; returns (before, after)."""
+    # Commit before the lock is released, so the next process to get it sees the new revision.
+    with engine.connect() as conn:
+        with _upgrade_lock(engine, conn):
+            before = MigrationContext.configure(conn).get_current_revision()
+            command.upgrade(alembic_config(conn), revision)
+            after = MigrationContext.configure(conn).get_current_revision()
+            conn.commit()
+    if before != after:
+        log.info("salt-relay schema upgraded from %s to %s on %s", before, after, engine.url.render_as_string(hide_password=True))
+    return before, after
+
+
+def ensure_current(engine):
+    """Upgrade if behind; cheap (one SELECT) when the schema is current."""
+    if current_revision(engine) != head_revision():
+        upgrade(engine)

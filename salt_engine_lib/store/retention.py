@@ -1,0 +1,59 @@
+"""Delete old jobs, returns and events in bounded chunks.
+
+Each chunk is its own short transaction, so cleanup never holds locks long
+and a cleanup with nothing to delete costs one indexed probe per table.
+"""
+
+import datetime
+
+import sqlalchemy as sa
+
+from salt_engine_lib import records  # module import: records imports store.schema (cycle)
+from salt_engine_lib.store.schema import events, jobs, returns
+
+
+def _delete_in_chunks(engine, select_keys, delete_for_keys, chunk_size):
+    deleted = 0
+    while True:
+        with engine.begin() as conn:
+            keys = list(conn.execute(select_keys.limit(chunk_size)))
+            if not keys:
+                return deleted
+            conn.execute(delete_for_keys(keys))
+            deleted += len(keys)
+        if len(keys) < chunk_size:
+            return deleted
+
+
+def purge_jobs(engine, keep_seconds, chunk_size=5000, now=None):
+    """Delete returns and jobs whose jid is older than ``keep_seconds``."""
+    if not keep_seconds:
+        return {"jobs": 0, "returns": 0}
+    cutoff = records.time_to_jid((now or records.utcnow()) - datetime.timedelta(seconds=keep_seconds))
+    removed_returns = _delete_in_chunks(
+        engine,
+        sa.select(returns.c.jid, returns.c.minion_id).where(returns.c.jid < cutoff).order_by(returns.c.jid),
+        lambda keys: sa.delete(returns).where(
+            sa.tuple_(returns.c.jid, returns.c.minion_id).in_([tuple(k) for k in keys])
+        ),
+        chunk_size,
+    )
+    removed_jobs = _delete_in_chunks(
+        engine,
+        sa.select(jobs.c.jid).where(jobs.c.jid < cutoff).order_by(jobs.c.jid),
+        lambda keys: sa.delete(jobs).where(jobs.c.jid.in_([k.jid for k in keys])),
+        chunk_size,
+    )
+    return {"jobs": removed_jobs, "returns": removed_returns}
+
+
+def purge_events(engine, keep_seconds, chunk_size=5000, now=None):
+    if not keep_seconds:
+        return 0
+    cutoff = (now or records.utcnow()) - datetime.timedelta(seconds=keep_seconds)
+    return _delete_in_chunks(
+        engine,
+        sa.select(events.c.id).where(events.c.stamp < cutoff).order_by(events.c.stamp),
+        lambda keys: sa.delete(events).where(events.c.id.in_([k.id for k in keys])),
+        chunk_size,
+    )

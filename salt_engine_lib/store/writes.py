@@ -1,0 +1,73 @@
+"""Idempotent bulk writes: one executemany per table, per dialect.
+
+Redelivered batches and multi-master duplicates hit the natural keys and
+collapse into the existing row. A list of dicts given to ``conn.execute`` is
+an executemany (PyMySQL rewrites it into multi-row INSERTs itself), never one
+giant multi-VALUES statement built here.
+"""
+
+from sqlalchemy.dialects import mysql, postgresql, sqlite
+
+from salt_engine_lib.store import schema
+
+_CONFLICT_KEYS = {
+    schema.jobs.name: ("jid",),
+    schema.returns.name: ("jid", "minion_id"),
+    schema.events.name: ("content_key",),
+}
+
+
+def upsert_statement(conn, table, update_columns=()):
+    """INSERT that leaves existing rows alone, or refreshes ``update_columns``."""
+    keys = _CONFLICT_KEYS[table.name]
+    dialect = conn.dialect.name
+    if dialect in ("mysql", "mariadb"):
+        stmt = mysql.insert(table)
+        # A no-op assignment of a key column rather than INSERT IGNORE, which
+        # would also swallow truncation and NOT NULL errors.
+        changes = {col: stmt.inserted[col] for col in update_columns} or {keys[0]: table.c[keys[0]]}
+        return stmt.on_duplicate_key_update(changes)
+    if dialect == "postgresql":
+        stmt = postgresql.insert(table)
+    elif dialect == "sqlite":
+        stmt = sqlite.insert(table)
+    else:  # pragma: no cover - config validation rejects other dialects
+        raise ValueError(f"unsupported dialect {dialect}")
+    if update_columns:
+        return stmt.on_conflict_do_update(
+            index_elements=list(keys), set_={col: stmt.excluded[col] for col in update_columns}
+        )
+    return stmt.on_conflict_do_nothing(index_elements=list(keys))
+
+
+def insert_ignoring_duplicates(conn, table, rows, update_columns=()):
+    """Write ``rows`` (list of dicts with identical keys); return how many were given."""
+    if not rows:
+        return 0
+    conn.execute(upsert_statement(conn, table, update_columns), list(rows))
+    return len(rows)
+
+
+def write_batch(conn, jobs=(), returns=(), events=()):
+    """Store one batch in the caller's transaction (``engine.begin()``).
+
+    Jobs are insert-if-absent: the publish load wins over later return loads
+    (Salt calls save_load again for every minion return).
+    """
+    return {
+        "jobs": insert_ignoring_duplicates(conn, schema.jobs, _dedupe(jobs, ("jid",))),
+        "returns": insert_ignoring_duplicates(conn, schema.returns, _dedupe(returns, ("jid", "minion_id"))),
+        "events": insert_ignoring_duplicates(conn, schema.events, _dedupe(events, ("content_key",))),
+    }
+
+
+def _dedupe(rows, keys):
+    # PostgreSQL refuses an ON CONFLICT batch that hits one key twice in a
+    # single statement; the first occurrence wins, as it would in the table.
+    seen, unique = set(), []
+    for row in rows:
+        key = tuple(row[k] for k in keys)
+        if key not in seen:
+            seen.add(key)
+            unique.append(row)
+    return unique

@@ -1,0 +1,119 @@
+"""Shared fixtures: a fresh database per test on SQLite, MariaDB/MySQL and PostgreSQL.
+
+``database_url`` runs each test that uses it once per dialect (ids ``sqlite``,
+``mysql``, ``postgresql``; deselect with ``-m "not mysql"`` etc.). Server
+databases get a unique name (``relay_test_<uuid8>``) and are dropped afterwards,
+so the long-lived servers never see leftovers from another run.
+
+An unreachable server skips its tests with the command that starts it; under
+``CI`` (the variable set) it fails them instead, so a broken CI service cannot
+turn into a green run of SQLite-only tests.
+"""
+
+import os
+import uuid
+
+import pytest
+
+from salt_engine_lib.store import Store, connection
+
+# The one place for the test servers (scripts/ensure-services.sh sets them up).
+MYSQL_HOST = os.environ.get("RELAY_TEST_MYSQL_HOST", "127.0.0.1")
+MYSQL_PORT = int(os.environ.get("RELAY_TEST_MYSQL_PORT", "3306"))
+MYSQL_USER = "root"
+POSTGRESQL_HOST = os.environ.get("RELAY_TEST_POSTGRESQL_HOST", "127.0.0.1")
+POSTGRESQL_PORT = int(os.environ.get("RELAY_TEST_POSTGRESQL_PORT", "5432"))
+POSTGRESQL_USER = "postgres"
+CONNECT_TIMEOUT = 5
+
+_START_HINT = {
+    "mysql": "start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd",
+    "postgresql": "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start",
+}
+
+
+def _server_unavailable(dialect, host, port, err):
+    message = (
+        f"{dialect} server not reachable at {host}:{port} ({type(err).__name__}: {err}). "
+        f"Start it with `{_START_HINT[dialect]}` or run `scripts/ensure-services.sh`."
+    )
+    if os.environ.get("CI"):
+        pytest.fail(message, pytrace=False)
+    pytest.skip(message)
+
+
+def _unique_name():
+    return f"relay_test_{uuid.uuid4().hex[:8]}"
+
+
+def _mysql_admin(dialect="mysql"):
+    import pymysql
+
+    try:
+        return pymysql.connect(
+            host=MYSQL_HOST, port=MYSQL_PORT, user=MYSQL_USER, password="",
+            charset="utf8mb4", connect_timeout=CONNECT_TIMEOUT, autocommit=True,
+        )
+    except pymysql.err.OperationalError as err:
+        _server_unavailable(dialect, MYSQL_HOST, MYSQL_PORT, err)
+
+
+def _postgresql_admin(dialect="postgresql"):
+    import psycopg
+
+    try:
+        return psycopg.connect(
+            host=POSTGRESQL_HOST, port=POSTGRESQL_PORT, user=POSTGRESQL_USER, dbname="postgres",
+            connect_timeout=CONNECT_TIMEOUT, autocommit=True,
+        )
+    except psycopg.OperationalError as err:
+        _server_unavailable(dialect, POSTGRESQL_HOST, POSTGRESQL_PORT, err)
+
+
+@pytest.fixture(
+    params=[
+        "sqlite",
+        pytest.param("mysql", marks=pytest.mark.mysql),
+        pytest.param("postgresql", marks=pytest.mark.postgresql),
+    ]
+)
+def database_url(request, tmp_path):
+    """SQLAlchemy URL of a fresh, empty database (no schema yet)."""
+    dialect = request.param
+    name = _unique_name()
+    if dialect == "sqlite":
+        yield f"sqlite:///{tmp_path / name}.db"
+        connection.dispose_all()
+        return
+
+    if dialect == "mysql":
+        admin = _mysql_admin()
+        with admin.cursor() as cursor:
+            cursor.execute(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4")
+        admin.close()
+        try:
+            yield f"mysql+pymysql://{MYSQL_USER}@{MYSQL_HOST}:{MYSQL_PORT}/{name}"
+        finally:
+            connection.dispose_all()
+            admin = _mysql_admin()
+            with admin.cursor() as cursor:
+                cursor.execute(f"DROP DATABASE IF EXISTS `{name}`")
+            admin.close()
+        return
+
+    admin = _postgresql_admin()
+    admin.execute(f'CREATE DATABASE "{name}"')
+    admin.close()
+    try:
+        yield f"postgresql+psycopg://{POSTGRESQL_USER}@{POSTGRESQL_HOST}:{POSTGRESQL_PORT}/{name}"
+    finally:
+        connection.dispose_all()
+        admin = _postgresql_admin()
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.close()
+
+
+@pytest.fixture
+def store(database_url):
+    """A :class:`Store` on the fresh database; the schema appears on first use."""
+    return Store(database_url)

@@ -1,0 +1,482 @@
+"""The SQL store on SQLite, MariaDB/MySQL and PostgreSQL (one run per dialect).
+
+Every test gets a fresh database from the ``database_url`` fixture
+(tests/conftest.py) and reaches it through :class:`Store`, as the returner
+and the workers do.
+"""
+
+import datetime
+
+import pytest
+import sqlalchemy as sa
+
+from salt_engine_lib import records
+from salt_engine_lib.store import queries, retention
+from salt_engine_lib.store.schema import events, jobs, returns
+
+BASE = datetime.datetime(2026, 1, 2, 3, 4, 5)
+T_STORED = datetime.datetime(2026, 1, 2, 3, 5, 0)
+
+
+def jid_at(seconds, base=BASE):
+    return records.time_to_jid(base + datetime.timedelta(seconds=seconds))
+
+
+def publish_load(jid, fun="test.ping", user="root", **extra):
+    return {"jid": jid, "fun": fun, "arg": [], "tgt": "*", "tgt_type": "glob", "user": user, "cmd": "publish", **extra}
+
+
+def minion_return(jid, minion, fun="test.ping", ret=True, retcode=0, success=True, **extra):
+    doc = {"cmd": "_return", "id": minion, "jid": jid, "fun": fun, "fun_args": [], "return": ret, "retcode": retcode}
+    if success is not None:
+        doc["success"] = success
+    doc.update(extra)
+    return doc
+
+
+def write_job(store, jid, fun="test.ping", minions=("m1",), rets=None, now=T_STORED, **load_extra):
+    """A job and one return per minion (``rets``: minion -> return document)."""
+    rets = rets if rets is not None else {m: minion_return(jid, m, fun) for m in minions}
+    store.write_batch(
+        jobs=[records.job_row(jid, publish_load(jid, fun, **load_extra), list(minions), now=now)],
+        returns=[records.return_row(doc, now=now) for doc in rets.values()],
+    )
+
+
+def table_rows(store, table):
+    """Every row of ``table`` as dicts, in primary-key (or content key) order."""
+    keys = list(table.primary_key.columns) if table is not events else [events.c.content_key]
+    with store.engine.connect() as conn:
+        return [dict(row._mapping) for row in conn.execute(sa.select(table).order_by(*keys))]
+
+
+def snapshot(store):
+    return {table.name: table_rows(store, table) for table in (jobs, returns, events)}
+
+
+def counts(store):
+    return store.read(queries.counts)
+
+
+# --- idempotent writes ----------------------------------------------------------------------
+
+
+def _batch(now):
+    """Rows of one realistic batch; built anew per delivery, as a worker would."""
+    j1, j2 = jid_at(0), jid_at(1)
+    job_rows = [
+        records.job_row(j1, publish_load(j1), ["m1", "m2"], now=now),
+        records.job_row(j2, publish_load(j2, "state.apply"), ["m1"], now=now),
+    ]
+    return_rows = [
+        records.return_row(minion_return(j1, "m1", _stamp="2026-01-02T03:04:06.000123+00:00"), now=now),
+        records.return_row(minion_return(j1, "m2", ret=False, retcode=1, success=False), now=now),
+        records.return_row(minion_return(j2, "m1", "state.apply", ret={"file_|-x": {"result": True}}), now=now),
+    ]
+    event_rows = [
+        records.event_row(f"salt/job/{j1}/new", {"jid": j1, "fun": "test.ping", "_stamp": "2026-01-02T03:04:05.5"}, "master1", now=now),
+        records.event_row(f"salt/job/{j1}/ret/m1", {"id": "m1", "return": True, "_stamp": "2026-01-02T03:04:06"}, "master1", now=now),
+        records.event_row("salt/key", {"act": "accept", "id": "m3"}, "master1", now=now),
+    ]
+    return job_rows, return_rows, event_rows
+
+
+def test_redelivered_batch_changes_nothing(store):
+    job_rows, return_rows, event_rows = _batch(T_STORED)
+    given = store.write_batch(job_rows, return_rows, event_rows)
+    assert given == {"jobs": 2, "returns": 3, "events": 3}
+    first = snapshot(store)
+    assert {name: len(rows) for name, rows in first.items()} == {"jobs": 2, "returns": 3, "events": 3}
+
+    # A redelivery is rebuilt later (new stored_at): the stored rows must stay as they were.
+    job_rows, return_rows, event_rows = _batch(T_STORED + datetime.timedelta(hours=1))
+    store.write_batch(job_rows, return_rows, event_rows)
+    store.write_batch(job_rows, return_rows, event_rows)
+    assert snapshot(store) == first
+    assert counts(store) == {"jobs": 2, "returns": 3, "events": 3}
+
+
+def test_stored_rows_keep_their_content(store):
+    job_rows, return_rows, event_rows = _batch(T_STORED)
+    store.write_batch(job_rows, return_rows, event_rows)
+    stored = snapshot(store)
+    job = stored["jobs"][0]
+    assert job["jid"] == jid_at(0)
+    assert job["load"] == publish_load(jid_at(0))
+    assert job["minions"] == ["m1", "m2"]
+    assert job["started_at"] == BASE
+    assert job["stored_at"] == T_STORED
+    assert job["user"] == "root" and job["tgt"] == "*" and job["tgt_type"] == "glob"
+    ret = stored["returns"][0]
+    assert (ret["jid"], ret["minion_id"], ret["fun"], ret["ret"], ret["retcode"], ret["success"]) == (
+        jid_at(0), "m1", "test.ping", True, 0, True,
+    )
+    assert "return" not in ret["document"] and ret["document"]["cmd"] == "_return"
+    # microseconds survive (DATETIME(6) on MySQL)
+    assert ret["returned_at"] == datetime.datetime(2026, 1, 2, 3, 4, 6, 123)
+    assert stored["returns"][1]["success"] is False and stored["returns"][1]["retcode"] == 1
+    tags = sorted(row["tag"] for row in stored["events"])
+    assert tags == sorted(row["tag"] for row in event_rows)
+    new_event = next(row for row in stored["events"] if row["tag"].endswith("/new"))
+    assert new_event["stamp"] == datetime.datetime(2026, 1, 2, 3, 4, 5, 500000)
+    assert new_event["master_id"] == "master1"
+
+
+def test_duplicates_within_one_batch_collapse_first_wins(store):
+    jid = jid_at(0)
+    first = records.return_row(minion_return(jid, "m1", ret="first"))
+    again = records.return_row(minion_return(jid, "m1", ret="second"))
+    event = records.event_row("salt/key", {"act": "accept", "id": "m1"})
+    store.write_batch(
+        jobs=[records.job_row(jid, publish_load(jid)), records.job_row(jid, publish_load(jid, "cmd.run"))],
+        returns=[first, again, first],
+        events=[event, dict(event), event],
+    )
+    assert counts(store) == {"jobs": 1, "returns": 1, "events": 1}
+    assert store.read(queries.get_jid, jid)["m1"]["return"] == "first"
+    assert store.read(queries.get_load, jid)["fun"] == "test.ping"
+
+
+def test_publish_load_wins_over_later_return_load(store):
+    jid = jid_at(0)
+    load = publish_load(jid, "cmd.run", arg=["uptime"], kwargs={"delimiter": ":"})
+    store.write_batch(jobs=[records.job_row(jid, load, ["m2", "m1"])])
+    # Salt calls save_load again for each minion return, with a return-shaped load.
+    later = {"jid": jid, "fun": "cmd.run", "id": "m1", "return": "up 3 days", "retcode": 0, "user": "someone"}
+    store.write_batch(jobs=[records.job_row(jid, later, None)])
+    assert store.read(queries.get_load, jid) == {**load, "Minions": ["m1", "m2"]}
+    [row] = table_rows(store, jobs)
+    assert row["user"] == "root"
+
+
+# --- the return shapes ----------------------------------------------------------------------
+
+
+def _stored_return(store, jid, minion):
+    [row] = [row for row in table_rows(store, returns) if (row["jid"], row["minion_id"]) == (jid, minion)]
+    return row
+
+
+def test_minion_salt_call_and_runner_returns(store):
+    jid = jid_at(0)
+    minion_ok = minion_return(jid, "m1", "cmd.retcode", ret=0)
+    minion_failed = minion_return(jid, "m2", "cmd.retcode", ret=3, retcode=3, success=False)
+    # salt-call --return: no "success", only the retcode
+    salt_call = {"id": "m3", "jid": jid, "fun": "cmd.retcode", "fun_args": ["false"], "return": 1, "retcode": 1}
+    runner = {
+        "id": "m_master",
+        "jid": jid,
+        "fun": "runner.test.arg",
+        "user": "root",
+        "return": {"fun": "runner.test.arg", "return": {"args": ["x"], "kwargs": {}}, "success": False},
+    }
+    rows = [records.return_row(doc) for doc in (minion_ok, minion_failed, salt_call, runner)]
+    store.write_batch(jobs=[records.job_row(jid, publish_load(jid, "cmd.retcode"))], returns=rows)
+
+    outcome = {m: (_stored_return(store, jid, m)["retcode"], _stored_return(store, jid, m)["success"])
+               for m in ("m1", "m2", "m3", "m_master")}
+    assert outcome == {"m1": (0, True), "m2": (3, False), "m3": (1, False), "m_master": (None, False)}
+    assert _stored_return(store, jid, "m_master")["ret"] == runner["return"]
+    assert _stored_return(store, jid, "m_master")["fun"] == "runner.test.arg"
+    assert store.read(queries.get_jid, jid)["m3"] == {"return": 1, "retcode": 1}
+
+
+@pytest.mark.parametrize("ordered", [False, True], ids=["dicts", "multifunc_ordered"])
+def test_multi_function_job(store, ordered):
+    jid = jid_at(0)
+    funs = ["test.ping", "cmd.retcode", "test.version"]
+    load = publish_load(jid, funs, arg=[[], ["false"], []])
+    if ordered:  # minion option multifunc_ordered: lists in fun order
+        ret = {"return": [True, 1, "3008.3"], "retcode": [0, 1, 0], "success": [True, False, True]}
+    else:
+        ret = {
+            "return": {"test.ping": True, "cmd.retcode": 1, "test.version": "3008.3"},
+            "retcode": {"test.ping": 0, "cmd.retcode": 1, "test.version": 0},
+            "success": {"test.ping": True, "cmd.retcode": False, "test.version": True},
+        }
+    doc = {"cmd": "_return", "id": "m1", "jid": jid, "fun": funs, "fun_args": load["arg"], **ret}
+    ok_doc = {**doc, "id": "m2", "retcode": {f: 0 for f in funs}, "success": {f: True for f in funs}}
+    store.write_batch(
+        jobs=[records.job_row(jid, load, ["m1", "m2"])],
+        returns=[records.return_row(doc), records.return_row(ok_doc)],
+    )
+    row = _stored_return(store, jid, "m1")
+    assert (row["fun"], row["retcode"], row["success"]) == ("test.ping,cmd.retcode,test.version", 1, False)
+    assert row["ret"] == ret["return"]
+    ok = _stored_return(store, jid, "m2")
+    assert (ok["retcode"], ok["success"]) == (0, True)
+    assert store.read(queries.get_load, jid)["fun"] == funs
+    assert store.read(queries.get_jid, jid)["m1"]["retcode"] == ret["retcode"]
+
+
+# --- queries --------------------------------------------------------------------------------
+
+
+def test_get_load_and_get_jid(store):
+    jid = jid_at(0)
+    rets = {
+        "m2": minion_return(jid, "m2", "state.apply", ret={"a": 1}, retcode=2, success=False, out="highstate"),
+        "m1": minion_return(jid, "m1", "state.apply", ret={"b": [1, 2]}),
+    }
+    write_job(store, jid, "state.apply", minions=("m3", "m1", "m2"), rets=rets)
+    load = store.read(queries.get_load, jid)
+    assert load["Minions"] == ["m1", "m2", "m3"]
+    assert load["fun"] == "state.apply" and load["jid"] == jid
+    assert store.read(queries.get_jid, jid) == {
+        "m1": {"return": {"b": [1, 2]}, "retcode": 0, "success": True},
+        "m2": {"return": {"a": 1}, "retcode": 2, "success": False, "out": "highstate"},
+    }
+    assert store.read(queries.get_load, jid_at(99)) == {}
+    assert store.read(queries.get_jid, jid_at(99)) == {}
+    # a job stored without a minion list has no "Minions" key
+    store.write_batch(jobs=[records.job_row(jid_at(5), publish_load(jid_at(5)))])
+    assert "Minions" not in store.read(queries.get_load, jid_at(5))
+
+
+def test_list_jobs_pages_newest_first(store):
+    all_jids = [jid_at(i) for i in range(25)]
+    store.write_batch(jobs=[records.job_row(j, publish_load(j)) for j in reversed(all_jids)])
+    pages, before = [], None
+    while True:
+        page = [row.jid for row in store.read(queries.list_jobs, limit=10, before=before)]
+        if not page:
+            break
+        pages.append(page)
+        before = page[-1]
+    assert [len(p) for p in pages] == [10, 10, 5]
+    flat = [jid for page in pages for jid in page]
+    assert flat == sorted(all_jids, reverse=True)  # newest first, no overlap, nothing missed
+    assert len(set(flat)) == 25
+    first = store.read(queries.list_jobs, limit=10)[0]
+    assert first.jid == all_jids[-1] and first.load["jid"] == all_jids[-1]
+    with store.engine.connect() as conn:
+        assert [row.jid for row in queries.iter_all_jobs(conn, page_size=7)] == flat
+
+
+def test_list_jobs_time_bounds_and_excluded_functions(store):
+    funs = {i: "test.ping" for i in range(20)}
+    funs.update({3: "saltutil.find_job", 7: "saltutil.running", 8: "saltutil.find_job"})
+    rows = [records.job_row(jid_at(i), publish_load(jid_at(i), funs[i])) for i in range(20)]
+    # a load without "fun" must survive exclude_funs (NULL NOT IN (...) is not true)
+    rows.append(records.job_row(jid_at(9.5), {"jid": jid_at(9.5), "tgt": "*"}))
+    store.write_batch(jobs=rows)
+
+    start, end = BASE + datetime.timedelta(seconds=5), BASE + datetime.timedelta(seconds=15)
+    bounded = [row.jid for row in store.read(queries.list_jobs, start=start, end=end)]
+    assert bounded == sorted([jid_at(i) for i in range(5, 15)] + [jid_at(9.5)], reverse=True)
+
+    excluded = [row.jid for row in store.read(
+        queries.list_jobs, exclude_funs=["saltutil.find_job", "saltutil.running"])]
+    assert excluded == sorted([jid_at(i) for i in range(20) if i not in (3, 7, 8)] + [jid_at(9.5)], reverse=True)
+
+    both = [row.jid for row in store.read(
+        queries.list_jobs, limit=3, start=start, end=end, exclude_funs=["saltutil.find_job", "saltutil.running"])]
+    assert both == [jid_at(14), jid_at(13), jid_at(12)]
+
+
+def test_returns_of_minion_and_failed_returns(store):
+    for i in range(6):
+        jid = jid_at(i)
+        rets = {
+            "m1": minion_return(jid, "m1", ret=i, retcode=i % 2, success=(i % 2 == 0)),
+            "m2": minion_return(jid, "m2", ret=i),
+        }
+        write_job(store, jid, minions=("m1", "m2"), rets=rets)
+    # a salt-call return without success or retcode: unknown outcome, not failed
+    store.write_batch(returns=[records.return_row({"id": "m3", "jid": jid_at(6), "fun": "grains.items", "return": {}})])
+
+    latest = store.read(queries.returns_of_minion, "m1", limit=4)
+    assert [row.jid for row in latest] == [jid_at(5), jid_at(4), jid_at(3), jid_at(2)]
+    assert [row.ret for row in latest] == [5, 4, 3, 2]
+    older = store.read(queries.returns_of_minion, "m1", limit=4, before=latest[-1].jid)
+    assert [row.jid for row in older] == [jid_at(1), jid_at(0)]
+    assert store.read(queries.returns_of_minion, "nobody") == []
+
+    failed = store.read(queries.failed_returns, jid_at(0))
+    assert [(row.jid, row.minion_id) for row in failed] == [(jid_at(1), "m1"), (jid_at(3), "m1"), (jid_at(5), "m1")]
+    assert [row.jid for row in store.read(queries.failed_returns, jid_at(2))] == [jid_at(3), jid_at(5)]
+    assert [row.jid for row in store.read(queries.failed_returns, jid_at(0), limit=1)] == [jid_at(1)]
+
+
+def test_latest_return_of_fun_picks_newest_jid_per_minion(store):
+    def ret(jid, minion, fun, value):
+        return records.return_row(minion_return(jid, minion, fun, ret=value))
+
+    store.write_batch(returns=[
+        ret(jid_at(0), "m1", "state.apply", "m1-old"),
+        ret(jid_at(5), "m1", "state.apply", "m1-new"),
+        ret(jid_at(3), "m1", "state.apply", "m1-mid"),
+        ret(jid_at(9), "m1", "test.ping", "newer but another function"),
+        ret(jid_at(2), "m2", "state.apply", "m2-only"),
+        ret(jid_at(1), "m3", "test.ping", "no state.apply"),
+    ])
+    assert store.read(queries.latest_return_of_fun, "state.apply") == {"m1": "m1-new", "m2": "m2-only"}
+    assert store.read(queries.latest_return_of_fun, "test.ping") == {
+        "m1": "newer but another function", "m3": "no state.apply"}
+    assert store.read(queries.latest_return_of_fun, "nothing.here") == {}
+
+
+def test_minion_ids_distinct_and_sorted(store):
+    for i, minions in enumerate([("web2", "db1"), ("web1", "db1"), ("web2", "app3")]):
+        write_job(store, jid_at(i), minions=minions)
+    assert store.read(queries.minion_ids) == ["app3", "db1", "web1", "web2"]
+
+
+def test_endtime(store):
+    jid = jid_at(0)
+    write_job(store, jid)
+    assert store.read(queries.get_endtime, jid) is None
+    ended = datetime.datetime(2026, 1, 2, 3, 4, 9, 654321)
+    with store.engine.begin() as conn:
+        queries.set_endtime(conn, jid, ended)
+    assert store.read(queries.get_endtime, jid) == ended
+    assert store.read(queries.get_endtime, jid_at(1)) is None
+
+
+# --- hostile and large data -----------------------------------------------------------------
+
+HOSTILE_MINION = "m'3\"; DROP TABLE returns;--"
+UNICODE_MINION = "mïnion-日本-🚀"
+LONG_UNICODE_MINION = "🚀é" * 127 + "x"  # 255 characters, 4-byte ones included
+
+
+def test_hostile_strings_round_trip(store):
+    jid = jid_at(0)
+    big = "x'\"\\%_\t\n" * 1280  # 10 KB of quotes, backslashes, LIKE wildcards and controls
+    minions = (HOSTILE_MINION, UNICODE_MINION, LONG_UNICODE_MINION)
+    rets = {
+        HOSTILE_MINION: minion_return(jid, HOSTILE_MINION, ret={"stdout": big, "k'ey\"": "v'al"}),
+        UNICODE_MINION: minion_return(jid, UNICODE_MINION, ret="Grüße, 世界 🚀 \u2028 \\u0041"),
+        LONG_UNICODE_MINION: minion_return(jid, LONG_UNICODE_MINION, ret=[big, "\\", "'"]),
+    }
+    write_job(store, jid, minions=minions, rets=rets, tgt_note=big)
+    tags = [
+        f"salt/job/{jid}/ret/{HOSTILE_MINION}",
+        "my/tag/with 'single' and \"double\" quotes; DROP TABLE events;--",
+        f"custom/{UNICODE_MINION}/ünïcödé",
+        "long/" + big,
+    ]
+    store.write_batch(events=[records.event_row(tag, {"tag": tag, "blob": big, "n": i}) for i, tag in enumerate(tags)])
+
+    assert store.read(queries.get_jid, jid) == {
+        m: {"return": doc["return"], "retcode": 0, "success": True} for m, doc in rets.items()
+    }
+    assert store.read(queries.get_load, jid)["tgt_note"] == big
+    assert store.read(queries.get_load, jid)["Minions"] == sorted(minions)
+    assert set(store.read(queries.minion_ids)) == set(minions)
+    assert [row.ret for row in store.read(queries.returns_of_minion, HOSTILE_MINION)] == [rets[HOSTILE_MINION]["return"]]
+    stored_events = {row["tag"]: row["data"] for row in table_rows(store, events)}
+    assert stored_events == {tag: {"tag": tag, "blob": big, "n": i} for i, tag in enumerate(tags)}
+    assert counts(store) == {"jobs": 1, "returns": 3, "events": 4}  # nothing dropped
+
+
+def test_minion_ids_are_case_sensitive(store):
+    jid = jid_at(0)
+    rets = {m: minion_return(jid, m, ret=m) for m in ("Web1", "web1", "WEB1")}
+    write_job(store, jid, minions=tuple(rets), rets=rets)
+    assert counts(store)["returns"] == 3
+    assert {m: entry["return"] for m, entry in store.read(queries.get_jid, jid).items()} == {
+        "Web1": "Web1", "web1": "web1", "WEB1": "WEB1"}
+    assert [row.ret for row in store.read(queries.returns_of_minion, "web1")] == ["web1"]
+    assert set(store.read(queries.minion_ids)) == {"Web1", "web1", "WEB1"}
+
+
+def test_trailing_spaces_in_minion_ids_are_significant(store, request):
+    if store.engine.dialect.name in ("mysql", "mariadb"):
+        # Known issue, reported: utf8mb4_bin is a PAD SPACE collation on MariaDB
+        # (and MySQL 5.7), so "web1 " hits the primary key of "web1" and its
+        # return is silently dropped. Fixing it needs a migration to a NO PAD
+        # collation (utf8mb4_nopad_bin on MariaDB, utf8mb4_0900_bin on MySQL 8).
+        request.applymarker(pytest.mark.xfail(strict=True, reason="PAD SPACE collation merges 'web1 ' into 'web1'"))
+    jid = jid_at(0)
+    rets = {m: minion_return(jid, m, ret=m) for m in ("web1", "web1 ")}
+    write_job(store, jid, minions=tuple(rets), rets=rets)
+    assert counts(store)["returns"] == 2
+    assert [row.ret for row in store.read(queries.returns_of_minion, "web1")] == ["web1"]
+
+
+def test_two_mib_return_round_trips(store):
+    jid = jid_at(0)
+    chunk = "line of state output: ✓ changed\n" * 64  # ~2 KB
+    value = {
+        f"file_|-/etc/conf.d/{i}_|-/etc/conf.d/{i}_|-managed": {"result": True, "comment": chunk, "__run_num__": i}
+        for i in range(1024)
+    }
+    rets = {"m1": minion_return(jid, "m1", "state.apply", ret=value)}
+    write_job(store, jid, "state.apply", rets=rets)
+    size = len(records.jsonsafe.dumps(value).encode())
+    assert size > 2 * 1024 * 1024
+    assert store.read(queries.get_jid, jid)["m1"]["return"] == value
+
+
+# --- retention ------------------------------------------------------------------------------
+
+
+def test_purge_deletes_exactly_the_old_rows(store):
+    now = records.utcnow()
+    old_base, new_base = now - datetime.timedelta(days=2), now - datetime.timedelta(minutes=1)
+    old_jids = [jid_at(i, old_base) for i in range(21)]  # 21 jobs, 63 returns: multiples of the chunk
+    new_jids = [jid_at(i, new_base) for i in range(4)]
+    for jid in old_jids + new_jids:
+        write_job(store, jid, minions=("m1", "m2", "m3"))
+    store.write_batch(events=[records.event_row("old/event", {"n": i}, now=old_base) for i in range(10)]
+                      + [records.event_row("new/event", {"n": i}, now=new_base) for i in range(3)])
+    before = snapshot(store)
+
+    assert retention.purge_jobs(store.engine, 0, chunk_size=7) == {"jobs": 0, "returns": 0}
+    assert retention.purge_events(store.engine, 0, chunk_size=7) == 0
+    assert snapshot(store) == before
+
+    assert retention.purge_jobs(store.engine, 86400, chunk_size=7) == {"jobs": 21, "returns": 63}
+    assert retention.purge_events(store.engine, 86400, chunk_size=7) == 10
+    after = snapshot(store)
+    assert after["jobs"] == [row for row in before["jobs"] if row["jid"] in new_jids]
+    assert after["returns"] == [row for row in before["returns"] if row["jid"] in new_jids]
+    assert after["events"] == [row for row in before["events"] if row["tag"] == "new/event"]
+    assert counts(store) == {"jobs": 4, "returns": 12, "events": 3}
+
+    # nothing left to delete: a second run is a no-op
+    assert store.purge(86400, 86400, chunk_size=7) == {"jobs": 0, "returns": 0, "events": 0}
+    assert snapshot(store) == after
+
+
+# --- query plans ----------------------------------------------------------------------------
+
+
+def _plan(conn, query):
+    sql = str(query.compile(dialect=conn.dialect, compile_kwargs={"literal_binds": True}))
+    if conn.dialect.name == "sqlite":
+        return [row.detail for row in conn.execute(sa.text("EXPLAIN QUERY PLAN " + sql))]
+    if conn.dialect.name == "postgresql":
+        return [row[0] for row in conn.execute(sa.text("EXPLAIN " + sql))]
+    return [dict(row._mapping) for row in conn.execute(sa.text("EXPLAIN " + sql))]
+
+
+def test_job_pages_use_the_primary_key(store):
+    jids = [jid_at(i) for i in range(2000)]
+    for start in range(0, 2000, 500):
+        store.write_batch(jobs=[records.job_row(j, publish_load(j)) for j in jids[start:start + 500]])
+    with store.engine.begin() as conn:
+        dialect = conn.dialect.name
+        if dialect == "postgresql":
+            conn.execute(sa.text("ANALYZE"))
+        elif dialect in ("mysql", "mariadb"):
+            conn.execute(sa.text("ANALYZE TABLE jobs"))
+        else:
+            conn.execute(sa.text("ANALYZE"))
+    with store.engine.connect() as conn:
+        for before in (None, jids[1500], jids[20]):
+            plan = _plan(conn, queries._job_page_query(10, before=before))
+            if dialect == "sqlite":
+                text = "\n".join(plan)
+                assert "USING INDEX sqlite_autoindex_jobs_1" in text or "USING PRIMARY KEY" in text, text
+                assert "TEMP B-TREE" not in text, text  # no sort step
+            elif dialect == "postgresql":
+                text = "\n".join(plan)
+                assert "Index Scan Backward using jobs_pkey" in text, text
+                assert "Seq Scan" not in text and "Sort" not in text, text
+            else:
+                [step] = plan
+                assert step["key"] == "PRIMARY", step
+                assert step["type"] in ("range", "index"), step
+                assert "filesort" not in (step["Extra"] or ""), step

@@ -1,0 +1,45 @@
+import json
+
+from click.testing import CliRunner
+
+from salt_engine_lib.cli import main
+
+
+def test_every_subcommand_has_help():
+    runner = CliRunner()
+    for args in ([], ["db"], ["db", "upgrade"], ["db", "current"], ["db", "purge"], ["status"]):
+        result = runner.invoke(main, [*args, "--help"])
+        assert result.exit_code == 0, result.output
+        assert "Usage:" in result.output
+
+
+def test_db_upgrade_then_status_on_sqlite(tmp_path):
+    url = f"sqlite:///{tmp_path / 'relay.db'}"
+    runner = CliRunner()
+    result = runner.invoke(main, ["-c", str(tmp_path), "--database-url", url, "db", "upgrade"])
+    assert result.exit_code == 0, result.output
+    assert "empty -> 0001" in result.output
+    again = runner.invoke(main, ["-c", str(tmp_path), "--database-url", url, "db", "upgrade"])
+    assert "0001 -> 0001" in again.output
+    status = runner.invoke(main, ["-c", str(tmp_path), "--database-url", url, "status", "--json"])
+    assert status.exit_code == 0, status.output
+    assert json.loads(status.output)["rows"] == {"jobs": 0, "returns": 0, "events": 0}
+
+
+def test_unreachable_database_is_a_clear_error_without_the_password(tmp_path):
+    url = "mysql+pymysql://relay:s3cr3t-pw@127.0.0.1:1/salt"
+    result = CliRunner().invoke(main, ["-c", str(tmp_path), "--database-url", url, "status"])
+    assert result.exit_code == 1
+    assert "StoreError" in result.output and "relay:***@127.0.0.1:1" in result.output
+    assert "s3cr3t-pw" not in result.output
+
+
+def test_config_from_salt_config_dir_and_env(tmp_path, monkeypatch):
+    db = tmp_path / "from-config.db"
+    (tmp_path / "master").write_text(f"relay:\n  database_url: sqlite:///{db}\n  batch_size: 10\n")
+    monkeypatch.setenv("SALT_RELAY_BATCH_SIZE", "20")
+    result = CliRunner().invoke(main, ["-c", str(tmp_path), "status", "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["database_url"] == f"sqlite:///{db}"
+    bad = CliRunner().invoke(main, ["-c", str(tmp_path), "status"], env={"SALT_RELAY_BATCH_SIZE": "abc"})
+    assert bad.exit_code == 1 and "relay:batch_size must be a positive integer, got 'abc'" in bad.output
