@@ -77,7 +77,7 @@ def prep_jid(nocache=False, passed_jid=None):
 
 
 def save_load(jid, load, minions=None):
-    _call(_lib().save_load, jid, load, minions, _lib().master_id(__opts__))
+    _call(_lib().save_load, jid, load, minions, _lib().master_id(__opts__), __opts__)
 
 
 def save_minions(jid, minions, syndic_id=None):  # pylint: disable=unused-argument
@@ -89,11 +89,11 @@ def returner(ret):
 
 
 def event_return(events):
-    _call(_lib().event_return, events, _lib().master_id(__opts__))
+    _call(_lib().event_return, events, _lib().master_id(__opts__), __opts__)
 
 
 def get_load(jid):
-    return _call(_lib().get_load, jid)
+    return _call(_lib().get_load, jid, __opts__)
 
 
 def get_jid(jid):

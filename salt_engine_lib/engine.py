@@ -22,6 +22,7 @@ from salt_engine_lib.batching import Batcher
 from salt_engine_lib.bus import BusReader
 from salt_engine_lib.errors import ConfigError
 from salt_engine_lib.filters import EventFilter
+from salt_engine_lib.outbox import OutboxDrainer
 from salt_engine_lib.store import Store
 
 log = logging.getLogger(__name__)
@@ -92,6 +93,8 @@ class RelayEngine:
         master_id = config.master_id or opts.get("id")
         url = relay_config.database_url(config, opts)
         self.sink = sink or StoreSink(Store.from_config(config, url), master_id)
+        # Returns the returner handed over (write-behind), stored by this process.
+        self.drainer = OutboxDrainer(opts, self.sink.store, batch_size=config.batch_size)
         self.stopping = threading.Event()
         self._stats_file = stats_path(opts)
         self._stats_written_at = 0.0
@@ -107,11 +110,14 @@ class RelayEngine:
 
     def serve_forever(self):
         self.reader.start()
+        self.drainer.start()
         log.info("relay engine started: %s", self.config.describe())
         while not self.stopping.is_set():
             self.step()
         self._drain_reader()
         self.flush()
+        self.drainer.stop()
+        self.drainer.join(timeout=5)
         self.write_stats()
         log.info("relay engine stopped")
 
@@ -167,6 +173,8 @@ class RelayEngine:
             "rejected": self.sink.rejected,
             "pending": len(self.batcher) + self.reader.events.qsize(),
             "reader_overflowed": self.reader.overflowed,
+            "outbox_stored": self.drainer.stored,
+            "outbox_pending_bytes": self.drainer.reader.pending_bytes(),
         }
 
     def write_stats(self):

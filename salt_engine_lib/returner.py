@@ -10,7 +10,8 @@ import os
 import threading
 
 from salt_engine_lib import config as relay_config
-from salt_engine_lib import records
+from salt_engine_lib import outbox, records
+from salt_engine_lib.errors import StoreError
 from salt_engine_lib.store import Store, queries
 
 log = logging.getLogger(__name__)
@@ -71,9 +72,24 @@ def prep_jid(opts, nocache=False, passed_jid=None):
     return passed_jid if passed_jid is not None else salt.utils.jid.gen_jid(opts)
 
 
-def save_load(store, jid, load, minions=None, master=None):
-    """Insert-if-absent: the publish load must survive the per-return calls."""
-    store.write_batch(jobs=[records.job_row(jid, load, minions, master)])
+def _on_master(opts):
+    return opts.get("__role") == "master"
+
+
+def save_load(store, jid, load, minions=None, master=None, opts=None):
+    """Insert-if-absent: the publish load must survive the per-return calls.
+
+    Synchronous: the ``salt`` CLI reads it back right after publishing. If the
+    database is down on a master, the load is kept locally (``get_load``
+    reads it) and stored when the database is back, so ``salt`` still works.
+    """
+    try:
+        store.write_batch(jobs=[records.job_row(jid, load, minions, master)])
+    except StoreError as err:
+        if opts is None or not _on_master(opts):
+            raise
+        log.warning("relay: job %s load kept locally until the database is back: %s", jid, err)
+        outbox.for_opts(opts).keep_load(jid, load, minions, master)
 
 
 def save_minions(store, jid, minions, master=None):
@@ -86,10 +102,34 @@ def returner(store, ret, opts, master=None):
     if ret.get("jid") == "req":
         # salt-call without a master job: allocate one, as local_cache does.
         ret = dict(ret, jid=prep_jid(opts, nocache=ret.get("nocache", False)))
-    store.write_batch(returns=[records.return_row(ret, master)])
+    if _on_master(opts):
+        box = outbox.for_opts(opts)
+        if box.engine_alive():
+            # The master's hot path: one append, the engine stores it in a batch.
+            box.put_return(ret, master)
+            return
+    store.write_batch(returns=[records.return_row(ret, master)], authoritative_returns=True)
 
 
-def event_return(store, events, master=None):
+def event_return(store, events, master=None, opts=None):
+    """Never loses a batch: Salt's EventReturn drops it if this raises."""
+    if not events:
+        return  # Salt calls this with [] for every filtered event
+    if opts is not None and _on_master(opts):
+        box = outbox.for_opts(opts)
+        if box.engine_alive():
+            box.put_events(events, master)
+            return
+        try:
+            _store_events(store, events, master)
+        except StoreError as err:
+            log.error("relay: %d events kept in the outbox until the relay engine stores them: %s", len(events), err)
+            box.put_events(events, master)
+        return
+    _store_events(store, events, master)
+
+
+def _store_events(store, events, master):
     rows = []
     for event in events or ():
         try:
@@ -122,8 +162,17 @@ def clean_old_jobs(store, opts, config):
 # -- reads --------------------------------------------------------------------
 
 
-def get_load(store, jid):
-    return store.read(queries.get_load, jid)
+def get_load(store, jid, opts=None):
+    try:
+        load = store.read(queries.get_load, jid)
+    except StoreError:
+        kept = outbox.pending_load(opts, jid) if opts is not None else None
+        if kept is None:
+            raise
+        return kept
+    if not load and opts is not None:
+        return outbox.pending_load(opts, jid) or {}
+    return load
 
 
 def get_jid(store, jid):

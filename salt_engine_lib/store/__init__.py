@@ -57,10 +57,10 @@ class Store:
             )
         self._checked_pid = os.getpid()
 
-    def write_batch(self, jobs=(), returns=(), events=()):
+    def write_batch(self, jobs=(), returns=(), events=(), authoritative_returns=False):
         """Store one batch in one transaction; returns rows given per table."""
         with translate_errors(self.database_url), self.engine.begin() as conn:
-            return writes.write_batch(conn, jobs, returns, events)
+            return writes.write_batch(conn, jobs, returns, events, authoritative_returns)
 
     def read(self, query, *args, **kwargs):
         """Run one of :mod:`queries` on a fresh connection."""

@@ -27,9 +27,8 @@ JID_LENGTH = 64
 MINION_ID_LENGTH = 255
 FUN_LENGTH = 255
 
-# Salt minion ids are case-sensitive: a case-insensitive collation would merge
-# "Web1" and "web1" into one primary key on MySQL/MariaDB.
-_MYSQL_TABLE_OPTIONS = {"mysql_charset": "utf8mb4", "mysql_collate": "utf8mb4_bin"}
+# DDL (and its MySQL charset/collation options) is owned by the Alembic
+# migrations; these Table objects are what reads and writes are built from.
 
 metadata = sa.MetaData()
 
@@ -48,7 +47,6 @@ jobs = sa.Table(
     sa.Column("ended_at", Timestamp),
     sa.Column("stored_at", Timestamp, nullable=False),
     sa.Index("ix_jobs_fun_jid", "fun", "jid"),
-    **_MYSQL_TABLE_OPTIONS,
 )
 
 returns = sa.Table(
@@ -69,7 +67,6 @@ returns = sa.Table(
     sa.Index("ix_returns_minion_jid", "minion_id", "jid"),
     sa.Index("ix_returns_fun_minion_jid", "fun", "minion_id", "jid"),
     sa.Index("ix_returns_success_jid", "success", "jid"),
-    **_MYSQL_TABLE_OPTIONS,
 )
 
 events = sa.Table(
@@ -84,5 +81,4 @@ events = sa.Table(
     sa.Column("stored_at", Timestamp, nullable=False),
     sa.UniqueConstraint("content_key", name="uq_events_content_key"),
     sa.Index("ix_events_stamp", "stamp"),
-    **_MYSQL_TABLE_OPTIONS,
 )

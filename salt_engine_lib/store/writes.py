@@ -48,15 +48,23 @@ def insert_ignoring_duplicates(conn, table, rows, update_columns=()):
     return len(rows)
 
 
-def write_batch(conn, jobs=(), returns=(), events=()):
+# What a job-cache return refreshes in a row the engine wrote from the bus.
+AUTHORITATIVE_RETURN_COLUMNS = ("fun", "ret", "retcode", "success", "document", "returned_at")
+
+
+def write_batch(conn, jobs=(), returns=(), events=(), authoritative_returns=False):
     """Store one batch in the caller's transaction (``engine.begin()``).
 
     Jobs are insert-if-absent: the publish load wins over later return loads
-    (Salt calls save_load again for every minion return).
+    (Salt calls save_load again for every minion return). Returns from the
+    job cache (``authoritative_returns``) replace a row captured from the
+    bus, whose big values Salt may have trimmed to "VALUE_TRIMMED"; bus
+    copies never replace an existing row.
     """
+    update = AUTHORITATIVE_RETURN_COLUMNS if authoritative_returns else ()
     return {
         "jobs": insert_ignoring_duplicates(conn, schema.jobs, _dedupe(jobs, ("jid",))),
-        "returns": insert_ignoring_duplicates(conn, schema.returns, _dedupe(returns, ("jid", "minion_id"))),
+        "returns": insert_ignoring_duplicates(conn, schema.returns, _dedupe(returns, ("jid", "minion_id")), update),
         "events": insert_ignoring_duplicates(conn, schema.events, _dedupe(events, ("content_key",))),
     }
 

@@ -1,6 +1,7 @@
 """Schema management: Alembic on first use, explicit upgrades, the auto_upgrade switch."""
 
 import threading
+import time
 
 import pytest
 import sqlalchemy as sa
@@ -53,6 +54,15 @@ def test_without_auto_upgrade_an_empty_database_is_refused(database_url):
 def test_concurrent_first_use_upgrades_once(database_url):
     """Several processes may open an empty database at once; the upgrade lock serialises them."""
     engines = [connection.create_engine(database_url) for _ in range(4)]
+    # Connect one by one first: on a brand-new SQLite file, simultaneous first
+    # connections can fail in `PRAGMA journal_mode=WAL` ("database is locked").
+    # That is a separate known issue (connection.py); this test is about the upgrade lock.
+    for engine in engines:
+        with engine.connect():
+            pass
+        # A slow commit widens the window between the upgrade and its commit:
+        # the upgrade lock has to cover the commit, or a loser reads no revision.
+        sa.event.listen(engine, "commit", lambda conn: time.sleep(0.2))
     barrier = threading.Barrier(len(engines))
     results, errors = [], []
 

@@ -20,10 +20,25 @@ depends_on = None
 JSONDocument = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
 Timestamp = sa.DateTime().with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
 EventId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
-MYSQL_OPTIONS = {"mysql_charset": "utf8mb4", "mysql_collate": "utf8mb4_bin"}
+
+
+def mysql_options():
+    """Binary, NO PAD collation: minion ids are case-sensitive and 'web1 ' is
+    not 'web1' (MariaDB's utf8mb4_bin and MySQL's utf8mb4_bin are PAD SPACE)."""
+    bind = op.get_bind()
+    if bind.dialect.name not in ("mysql", "mariadb"):
+        return {}
+    if getattr(bind.dialect, "is_mariadb", False):
+        collation = "utf8mb4_nopad_bin"
+    elif bind.dialect.server_version_info >= (8, 0, 17):
+        collation = "utf8mb4_0900_bin"
+    else:
+        collation = "utf8mb4_bin"
+    return {"mysql_charset": "utf8mb4", "mysql_collate": collation}
 
 
 def upgrade():
+    MYSQL_OPTIONS = mysql_options()  # noqa: N806 - reads like the constant it replaces
     op.create_table(
         "jobs",
         sa.Column("jid", sa.String(64), primary_key=True),

@@ -1,0 +1,165 @@
+"""Write-behind for the returner: keep database round trips off the master.
+
+``returner()`` and ``event_return()`` run in the master's MWorkers and
+EventReturn process. When the relay engine is running on this master, they
+append to the outbox spool (:mod:`spool`, ~10 us per call) and the engine's
+:class:`OutboxDrainer` stores the records in batches, one transaction each.
+Without a live engine they write to the database directly.
+
+``save_load`` stays synchronous (the ``salt`` CLI reads the load right after
+publishing); if the database is down the load is kept in ``pending-loads/``,
+which ``get_load`` also reads, and goes through the outbox when it is back.
+"""
+
+import hashlib
+import logging
+import pathlib
+import threading
+import time
+
+from salt_engine_lib import records
+from salt_engine_lib.spool import SpoolReader, SpoolWriter, pack, unpack
+
+log = logging.getLogger(__name__)
+
+# The engine rewrites its stats file every 2 s; older than this, it is gone.
+ENGINE_ALIVE_SECONDS = 10.0
+
+
+def relay_dir(opts):
+    return pathlib.Path(opts.get("cachedir") or "/var/cache/salt/master", "relay")
+
+
+def _pending_load_path(opts, jid):
+    name = hashlib.sha256(str(jid).encode("utf-8", "surrogatepass")).hexdigest()
+    return relay_dir(opts) / "pending-loads" / f"{name}.mp"
+
+
+class Outbox:
+    """The writer side, one per process (see :func:`for_opts`)."""
+
+    def __init__(self, opts):
+        self.opts = opts
+        self.directory = relay_dir(opts) / "outbox"
+        self.writer = SpoolWriter(self.directory)
+        self._stats_file = relay_dir(opts) / "engine-stats.json"
+        self._alive_checked_at = 0.0
+        self._alive = False
+
+    def engine_alive(self):
+        now = time.monotonic()
+        if now - self._alive_checked_at >= 1.0:
+            try:
+                self._alive = time.time() - self._stats_file.stat().st_mtime < ENGINE_ALIVE_SECONDS
+            except OSError:
+                self._alive = False
+            self._alive_checked_at = now
+        return self._alive
+
+    def put_return(self, ret, master_id):
+        self.writer.append({"k": "ret", "ret": ret, "m": master_id})
+
+    def put_events(self, events, master_id):
+        self.writer.append({"k": "events", "events": list(events), "m": master_id})
+
+    def keep_load(self, jid, load, minions, master_id):
+        """The database refused a publish load: keep it readable and queued."""
+        record = {"k": "load", "jid": jid, "load": load, "minions": minions, "m": master_id}
+        path = _pending_load_path(self.opts, jid)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_bytes(pack(record))
+        tmp.replace(path)
+        self.writer.append(record)
+
+
+_outboxes = {}
+_lock = threading.Lock()
+
+
+def for_opts(opts):
+    key = str(relay_dir(opts))
+    outbox = _outboxes.get(key)
+    if outbox is None:
+        with _lock:
+            outbox = _outboxes.setdefault(key, Outbox(opts))
+    return outbox
+
+
+def pending_load(opts, jid):
+    """The load kept while the database was down, or None."""
+    try:
+        record = unpack(_pending_load_path(opts, jid).read_bytes())
+    except (OSError, ValueError):
+        return None
+    load = dict(record.get("load") or {})
+    if record.get("minions") is not None:
+        load["Minions"] = sorted(record["minions"])
+    return load
+
+
+def rows_from_records(items, now=None):
+    """(jobs, returns, events, loads_done) rows of outbox records."""
+    jobs, returns, events, loads = [], [], [], []
+    for item in items:
+        kind, master_id = item.get("k"), item.get("m")
+        try:
+            if kind == "ret":
+                returns.append(records.return_row(item["ret"], master_id, now))
+            elif kind == "events":
+                for event in item["events"]:
+                    events.append(records.event_row(event["tag"], event.get("data"), master_id, now))
+            elif kind == "load":
+                jobs.append(records.job_row(item["jid"], item["load"], item.get("minions"), master_id, now))
+                loads.append(item["jid"])
+            else:
+                log.error("relay outbox: unknown record kind %r skipped", kind)
+        except (KeyError, TypeError, records.RecordError) as err:
+            log.error("relay outbox: record rejected: %s: %s", type(err).__name__, err)
+    return jobs, returns, events, loads
+
+
+class OutboxDrainer(threading.Thread):
+    """Engine thread: outbox -> store, one transaction per batch, retry on failure."""
+
+    def __init__(self, opts, store, batch_size=1000, idle_seconds=0.05):
+        super().__init__(name="relay-outbox-drainer", daemon=True)
+        self.opts = opts
+        self.store = store
+        self.reader = SpoolReader(relay_dir(opts) / "outbox")
+        self.batch_size = batch_size
+        self.idle_seconds = idle_seconds
+        self.stored = 0
+        self.failures = 0
+        self.stopping = threading.Event()
+
+    def run(self):
+        delay = 0.5
+        while not self.stopping.is_set():
+            try:
+                moved = self.drain_once()
+                delay = 0.5
+            except Exception as err:  # pylint: disable=broad-except
+                self.failures += 1
+                log.error("relay: storing outbox records failed, retrying in %.1fs (records are kept): %s: %s", delay, type(err).__name__, err)
+                self.stopping.wait(delay)
+                delay = min(delay * 2, 30)
+                continue
+            if not moved:
+                self.stopping.wait(self.idle_seconds)
+
+    def drain_once(self):
+        items, positions = self.reader.read(self.batch_size)
+        if not positions:
+            return 0
+        jobs, returns, events, loads = rows_from_records(items)
+        if jobs or returns or events:
+            self.store.write_batch(jobs, returns, events, authoritative_returns=True)
+        self.reader.commit(positions)
+        for jid in loads:
+            _pending_load_path(self.opts, jid).unlink(missing_ok=True)
+        self.stored += len(items)
+        return len(items)
+
+    def stop(self):
+        self.stopping.set()
