@@ -1,7 +1,5 @@
 """Broker and database URLs: validation and password masking."""
 
-from urllib.parse import urlsplit
-
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
@@ -12,18 +10,23 @@ DATABASE_DIALECTS = ("sqlite", "mysql", "mariadb", "postgresql")
 
 
 def mask_url(url):
-    """The URL with its password replaced by ``***`` (None stays None)."""
+    """The URL with its password replaced by ``***`` (None stays None).
+
+    Parsed the way SQLAlchemy parses it (Kombu URLs have the same shape), so
+    a password with ``/``, ``#`` or ``?`` in it is still found and hidden.
+    """
     if not url:
         return url
     try:
-        parts = urlsplit(url)
-    except ValueError:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError):
         return "<unparsable url>"
-    if parts.password is None:
+    if parsed.password is None:
         return url
-    netloc = parts.netloc.rsplit("@", 1)
-    userinfo = netloc[0].split(":", 1)[0]
-    return parts._replace(netloc=f"{userinfo}:***@{netloc[1]}").geturl()
+    prefix, rest = url.split("://", 1)
+    host_part = rest.rsplit("@", 1)[1] if "@" in rest else rest
+    user = "" if parsed.username is None else rest.split(":", 1)[0]
+    return f"{prefix}://{user}:***@{host_part}"
 
 
 def validate_broker_url(key, url):

@@ -74,8 +74,12 @@ def _batch(now):
         records.return_row(minion_return(j2, "m1", "state.apply", ret={"file_|-x": {"result": True}}), now=now),
     ]
     event_rows = [
-        records.event_row(f"salt/job/{j1}/new", {"jid": j1, "fun": "test.ping", "_stamp": "2026-01-02T03:04:05.5"}, "master1", now=now),
-        records.event_row(f"salt/job/{j1}/ret/m1", {"id": "m1", "return": True, "_stamp": "2026-01-02T03:04:06"}, "master1", now=now),
+        records.event_row(
+            f"salt/job/{j1}/new", {"jid": j1, "fun": "test.ping", "_stamp": "2026-01-02T03:04:05.5"}, "master1", now=now
+        ),
+        records.event_row(
+            f"salt/job/{j1}/ret/m1", {"id": "m1", "return": True, "_stamp": "2026-01-02T03:04:06"}, "master1", now=now
+        ),
         records.event_row("salt/key", {"act": "accept", "id": "m3"}, "master1", now=now),
     ]
     return job_rows, return_rows, event_rows
@@ -387,6 +391,20 @@ def test_hostile_strings_round_trip(store):
     stored_events = {row["tag"]: row["data"] for row in table_rows(store, events)}
     assert stored_events == {tag: {"tag": tag, "blob": big, "n": i} for i, tag in enumerate(tags)}
     assert counts(store) == {"jobs": 1, "returns": 3, "events": 4}  # nothing dropped
+
+
+def test_nul_characters_in_values_round_trip(store, request):
+    # e.g. cmd.run output of a binary file; Salt delivers it as a str with "\x00" in it.
+    if store.engine.dialect.name == "postgresql":
+        # Known issue, reported: JSONB (and text) cannot hold U+0000, so the whole
+        # batch fails with UntranslatableCharacter.
+        request.applymarker(pytest.mark.xfail(strict=True, reason="PostgreSQL JSONB rejects \\u0000"))
+    jid = jid_at(0)
+    value = {"stdout": "ELF\x00\x01\x00", "k\x00ey": ["\x00"]}
+    write_job(store, jid, rets={"m1": minion_return(jid, "m1", "cmd.run", ret=value)})
+    store.write_batch(events=[records.event_row("salt/job/x/ret/m1", {"return": value})])
+    assert store.read(queries.get_jid, jid)["m1"]["return"] == value
+    assert table_rows(store, events)[0]["data"] == {"return": value}
 
 
 def test_minion_ids_are_case_sensitive(store):
