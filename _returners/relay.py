@@ -77,19 +77,19 @@ def prep_jid(nocache=False, passed_jid=None):
 
 
 def save_load(jid, load, minions=None):
-    _call(_lib().save_load, jid, load, minions, _lib().master_id(__opts__), __opts__)
+    _call(_lib().save_load, jid, load, minions, _lib().master_id(__opts__, __salt__), __opts__)
 
 
 def save_minions(jid, minions, syndic_id=None):  # pylint: disable=unused-argument
-    _call(_lib().save_minions, jid, minions, _lib().master_id(__opts__))
+    _call(_lib().save_minions, jid, minions, _lib().master_id(__opts__, __salt__))
 
 
 def returner(ret):
-    _call(_lib().returner, ret, __opts__, _lib().master_id(__opts__), ret=ret)
+    _call(_lib().returner, ret, __opts__, _lib().master_id(__opts__, __salt__), ret=ret)
 
 
 def event_return(events):
-    _call(_lib().event_return, events, _lib().master_id(__opts__), __opts__)
+    _call(_lib().event_return, events, _lib().master_id(__opts__, __salt__), __opts__)
 
 
 def get_load(jid):

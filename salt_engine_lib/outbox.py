@@ -62,6 +62,9 @@ class Outbox:
     def put_events(self, events, master_id):
         self.writer.append({"k": "events", "events": list(events), "m": master_id})
 
+    def put_load(self, jid, load, master_id):
+        self.writer.append({"k": "load", "jid": jid, "load": load, "minions": None, "m": master_id})
+
     def keep_load(self, jid, load, minions, master_id):
         """The database refused a publish load: keep it readable and queued."""
         record = {"k": "load", "jid": jid, "load": load, "minions": minions, "m": master_id}
@@ -78,11 +81,12 @@ _lock = threading.Lock()
 
 
 def for_opts(opts):
-    key = str(relay_dir(opts))
-    outbox = _outboxes.get(key)
-    if outbox is None:
+    # Keyed by the opts object (it runs once per minion return on the master);
+    # the Outbox holds opts, so the id cannot be reused by another object.
+    outbox = _outboxes.get(id(opts))
+    if outbox is None or outbox.opts is not opts:
         with _lock:
-            outbox = _outboxes.setdefault(key, Outbox(opts))
+            outbox = _outboxes[id(opts)] = Outbox(opts)
     return outbox
 
 

@@ -8,6 +8,7 @@ directly. Shapes follow Salt's ``local_cache`` so every ``jobs.*`` runner and
 import logging
 import os
 import threading
+import time
 
 from salt_engine_lib import config as relay_config
 from salt_engine_lib import outbox, records
@@ -22,7 +23,27 @@ _stores = {}
 _stores_lock = threading.Lock()
 
 
+# Resolving the relay block reads ~20 options through config.option; cache it
+# per process so the per-return hot path does not pay that each call. Short
+# enough that a pillar refresh on a long-lived minion is seen.
+CONFIG_CACHE_SECONDS = 30.0
+_config_cache = {}
+
+
 def resolve_config(opts, salt_functions=None, ret=None):
+    ret_options = None if ret is None else (ret.get("ret_config"), repr(ret.get("ret_kwargs")))
+    # Without __salt__ Salt falls back to flat opts keys only: a different answer.
+    key = (id(opts), bool(salt_functions), ret_options)
+    cached = _config_cache.get(key)
+    # The entry holds opts itself, so its id cannot be reused by another object.
+    if cached is not None and cached[0] is opts and time.monotonic() - cached[1] < CONFIG_CACHE_SECONDS:
+        return cached[2]
+    config = _resolve_config(opts, salt_functions, ret)
+    _config_cache[key] = (opts, time.monotonic(), config)
+    return config
+
+
+def _resolve_config(opts, salt_functions=None, ret=None):
     """The relay config for this call.
 
     On a minion (``ret.*``, ``--return``) Salt's ``get_returner_options``
@@ -44,7 +65,10 @@ def resolve_config(opts, salt_functions=None, ret=None):
 
 
 def store_for(opts, salt_functions=None, ret=None):
-    """The process's :class:`Store` for the config in effect (cached by URL)."""
+    """The process's :class:`Store` for the config in effect (cached by URL).
+
+    Creating it opens nothing: the database is reached on first use.
+    """
     config = resolve_config(opts, salt_functions, ret)
     url = relay_config.database_url(config, opts)
     key = (os.getpid(), url, repr(config.database_ssl), config.auto_upgrade)
@@ -55,9 +79,9 @@ def store_for(opts, salt_functions=None, ret=None):
     return store
 
 
-def master_id(opts):
+def master_id(opts, salt_functions=None):
     """The id stored with rows written by a master; None on minions."""
-    config = resolve_config(opts)
+    config = resolve_config(opts, salt_functions)
     if config.master_id:
         return config.master_id
     return opts.get("id") if opts.get("__role") == "master" else None
@@ -83,6 +107,13 @@ def save_load(store, jid, load, minions=None, master=None, opts=None):
     database is down on a master, the load is kept locally (``get_load``
     reads it) and stored when the database is back, so ``salt`` still works.
     """
+    if opts is not None and _on_master(opts) and minions is None and "return" in load:
+        # Salt repeats save_load with the return load for every minion return,
+        # on the hot path; it only matters if the publish load is missing.
+        box = outbox.for_opts(opts)
+        if box.engine_alive():
+            box.put_load(jid, load, master)
+            return
     try:
         store.write_batch(jobs=[records.job_row(jid, load, minions, master)])
     except StoreError as err:

@@ -57,13 +57,19 @@ def test_write_behind_when_the_engine_is_alive(returners):
     relay_dir.mkdir(parents=True)
     (relay_dir / "engine-stats.json").write_text("{}")  # what a running engine keeps fresh
     loaded["relay.save_load"](JID, {"fun": "test.ping", "arg": [], "tgt": "*"}, ["m1"])
-    loaded["relay.returner"]({"id": "m1", "jid": JID, "fun": "test.ping", "return": True, "retcode": 0})
+    return_load = {"id": "m1", "jid": JID, "fun": "test.ping", "return": True, "retcode": 0}
+    # the per-return sequence of salt.utils.job.store_job
+    loaded["relay.save_load"]("20261125120000000002", dict(return_load, jid="20261125120000000002"))
+    loaded["relay.returner"](return_load)
     assert loaded["relay.get_jid"](JID) == {}
+    assert loaded["relay.get_load"]("20261125120000000002") == {}
     from salt_engine_lib.outbox import OutboxDrainer
     from salt_engine_lib.store import Store
 
     OutboxDrainer(opts, Store(opts["relay"]["database_url"])).drain_once()
     assert loaded["relay.get_jid"](JID) == {"m1": {"return": True, "retcode": 0}}
+    assert loaded["relay.get_load"]("20261125120000000002")["fun"] == "test.ping"
+    assert loaded["relay.get_load"](JID)["Minions"] == ["m1"]
 
 
 def test_bad_config_is_a_salt_invocation_error(returners):

@@ -76,9 +76,10 @@ def test_list_jobs_and_filter(salt_run_cli, ping_jid):
 def test_runner_jobs_are_stored(salt_run_cli, store):
     result = salt_run_cli.run("test.arg", "relay-runner-arg")
     assert result.returncode == 0, result
-    runner_jobs = [row for row in store.read(queries.list_jobs, limit=50) if (row.load or {}).get("fun") == "runner.test.arg"]
+    # stored write-behind by the engine: wait for it
+    runner_jobs = wait_for(lambda: [row for row in store.read(queries.list_jobs, limit=50) if (row.load or {}).get("fun") == "runner.test.arg"])
     assert runner_jobs, "runner job missing from the jobs table"
-    returned = store.read(queries.get_jid, runner_jobs[0].jid)
+    returned = wait_for(lambda: store.read(queries.get_jid, runner_jobs[0].jid))
     assert returned, "runner return missing"
 
 

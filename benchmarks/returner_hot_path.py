@@ -1,0 +1,93 @@
+"""Per-return cost of the job cache on the master's hot path.
+
+Calls, in one process and through Salt's own loader with master opts, the
+sequence ``salt.utils.job.store_job`` runs for every minion return:
+``prep_jid(False, passed_jid=jid)``, ``save_load(jid, return_load)``,
+``returner(return_load)``; for Salt's local_cache, salt-relay with a live
+engine (write-behind outbox), and salt-relay writing directly (no engine) to
+SQLite and MariaDB. Prints median and p99 microseconds per return, and ratios
+against local_cache measured in the same run.
+
+    .venv/bin/python benchmarks/returner_hot_path.py [--returns 2000] [--runs 3]
+"""
+
+import argparse
+import pathlib
+import statistics
+import tempfile
+import time
+import uuid
+
+import pymysql
+import salt.config
+import salt.minion
+
+from salt_engine_lib.store import connection
+
+
+def returners_for(tmp, job_cache, relay_block=None, engine_alive=False):
+    opts = salt.config.master_config("/dev/null")
+    opts["cachedir"] = str(tmp / job_cache / str(uuid.uuid4())[:8])
+    opts["master_job_cache"] = job_cache
+    if relay_block:
+        opts["relay"] = relay_block
+    if engine_alive:
+        relay_dir = pathlib.Path(opts["cachedir"], "relay")
+        relay_dir.mkdir(parents=True)
+        (relay_dir / "engine-stats.json").write_text("{}")
+    return salt.minion.MasterMinion(opts).returners
+
+
+def measure(returners, name, count):
+    prep, save, ret = (returners[f"{name}.{fn}"] for fn in ("prep_jid", "save_load", "returner"))
+    base = time.time_ns() // 1000
+    jids = [f"2026112512{(base + i) % 10**10:010d}" for i in range(count)]
+    for jid in jids:  # the publish: load stored before returns arrive
+        save(jid, {"cmd": "publish", "fun": "test.ping", "arg": [], "tgt": "*", "tgt_type": "glob", "jid": jid}, ["m1"])
+    costs = []
+    for jid in jids:
+        load = {"cmd": "_return", "id": "m1", "jid": jid, "fun": "test.ping", "fun_args": [], "return": True, "retcode": 0, "success": True, "_stamp": "2026-11-25T12:00:00.000000+00:00"}
+        start = time.perf_counter_ns()
+        prep(False, passed_jid=jid)
+        save(jid, load)
+        ret(load)
+        costs.append((time.perf_counter_ns() - start) / 1000)
+    costs.sort()
+    return statistics.median(costs), costs[int(len(costs) * 0.99) - 1]
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--returns", type=int, default=2000)
+    parser.add_argument("--runs", type=int, default=3)
+    args = parser.parse_args()
+    database = f"relay_bench_{uuid.uuid4().hex[:8]}"
+    admin = pymysql.connect(host="127.0.0.1", user="root", autocommit=True)
+    admin.cursor().execute(f"CREATE DATABASE `{database}` CHARACTER SET utf8mb4")
+    results = {}
+    try:
+        with tempfile.TemporaryDirectory() as tmpdir:
+            tmp = pathlib.Path(tmpdir)
+            variants = {
+                "local_cache": lambda: (returners_for(tmp, "local_cache"), "local_cache"),
+                "relay, engine alive (outbox)": lambda: (returners_for(tmp, "relay", {"database_url": f"sqlite:///{tmp}/outbox.db"}, engine_alive=True), "relay"),
+                "relay, no engine, SQLite": lambda: (returners_for(tmp, "relay", {"database_url": f"sqlite:///{tmp}/direct.db"}), "relay"),
+                "relay, no engine, MariaDB": lambda: (returners_for(tmp, "relay", {"database_url": f"mysql+pymysql://root@127.0.0.1/{database}"}), "relay"),
+            }
+            for run in range(args.runs):
+                for label, build in variants.items():
+                    returners, name = build()
+                    results.setdefault(label, []).append(measure(returners, name, args.returns))
+    finally:
+        connection.dispose_all()
+        admin.cursor().execute(f"DROP DATABASE IF EXISTS `{database}`")
+    base = statistics.median(r[0] for r in results["local_cache"])
+    print(f"{'variant':32} {'median us':>10} {'p99 us':>10} {'vs local_cache':>15}   ({args.returns} returns x {args.runs} runs, medians)")
+    for label, runs in results.items():
+        median = statistics.median(r[0] for r in runs)
+        p99 = statistics.median(r[1] for r in runs)
+        print(f"{label:32} {median:10.1f} {p99:10.1f} {median / base:14.2f}x")
+
+
+if __name__ == "__main__":
+    main()
