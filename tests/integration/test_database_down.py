@@ -4,7 +4,6 @@ The shared MariaDB server is never stopped; the proxy makes it unreachable
 for the master exactly as an outage would (refused connects, reset sockets).
 """
 
-import time
 import uuid
 
 import pymysql
@@ -12,6 +11,8 @@ import pytest
 
 from salt_engine_lib.store import Store, connection, queries
 from tests.tcp_proxy import TcpProxy
+
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -56,14 +57,6 @@ def newest_job(store, fun):
     return None
 
 
-def wait_for(predicate, timeout=60, interval=0.5):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    return predicate()
 
 
 def test_salt_works_while_the_database_is_down_and_nothing_is_lost(salt_cli, salt_run_cli, salt_minion, direct_store, proxy):

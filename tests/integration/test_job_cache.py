@@ -1,7 +1,6 @@
 """The returner as master_job_cache, and the engine, against a real master and minion."""
 
 import json
-import time
 
 import pytest
 import sqlalchemy as sa
@@ -9,17 +8,11 @@ import sqlalchemy as sa
 from salt_engine_lib.store import Store, queries
 from salt_engine_lib.store.schema import events
 
+from tests.waiting import wait_for
+
 pytestmark = pytest.mark.integration
 
 
-def wait_for(predicate, timeout=30, interval=0.25):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    return predicate()
 
 
 @pytest.fixture(scope="module")
