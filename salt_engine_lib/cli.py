@@ -1,4 +1,4 @@
-"""``salt-relay``: schema upgrades, status, retention (and, with the pipeline, workers).
+"""``salt-relay``: workers, schema upgrades, status, retention.
 
 Reads the ``relay:`` block from a Salt config dir (``-c /etc/salt``, the
 master file if present, else the minion file), then ``SALT_RELAY_*``
@@ -123,6 +123,30 @@ def db_purge(obj):
 
 
 @main.command()
+@click.option("--concurrency", default=1, show_default=True, type=click.IntRange(1, 64), help="Worker processes.")
+@click.option("--queue", "queue_name", default=None, help="Queue to consume (default relay:queue).")
+@click.option("--prefetch", default=None, type=click.IntRange(1, 10000), help="Unacked messages per worker (default relay:worker_prefetch).")
+@click.pass_obj
+def worker(obj, concurrency, queue_name, prefetch):
+    """Consume batches from the broker and store them in SQL (ack after commit)."""
+    from salt_engine_lib.worker import run_workers  # pylint: disable=import-outside-toplevel
+
+    try:
+        config = obj.config
+        if not config.broker_url:
+            raise RelayError(
+                "relay:broker_url is not set: in the embedded mode the engine stores events itself "
+                "and there is nothing for a worker to consume"
+            )
+        store = obj.store()
+        with translate_errors(store.database_url):
+            store.engine  # pylint: disable=pointless-statement  # schema check before consuming
+    except RelayError as err:
+        _fail(err)
+    sys.exit(run_workers(config, obj.store, concurrency, queue_name, prefetch))
+
+
+@main.command()
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
 @click.pass_obj
 def status(obj, as_json):
@@ -137,6 +161,8 @@ def status(obj, as_json):
             "rows": store.read(queries.counts),
             "engine": _engine_stats(obj.opts),
         }
+        if config.broker_url:
+            report["queues"] = _queue_depths(config)
     except RelayError as err:
         _fail(err)
     if as_json:
@@ -157,6 +183,15 @@ def _engine_stats(opts):
         return None
     stats["age_seconds"] = round(time.time() - stats.get("updated", 0), 1)
     return stats
+
+
+def _queue_depths(config):
+    from salt_engine_lib import broker  # pylint: disable=import-outside-toplevel
+
+    try:
+        return broker.queue_depths(config)
+    except RelayError as err:
+        return {"error": str(err)}
 
 
 def _raw_engine(store):

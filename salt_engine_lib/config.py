@@ -112,6 +112,14 @@ def _glob_list(key, value):
     return tuple(value)
 
 
+def _mapping(key, value):
+    if value in (None, ""):
+        return None
+    if not isinstance(value, dict):
+        raise ConfigError(f"relay:{key} must be a mapping, got {type(value).__name__}")
+    return dict(value)
+
+
 def _ssl_options(allowed):
     def check(key, value):
         if value in (None, False, {}):
@@ -183,14 +191,20 @@ class RelayConfig:
     auto_upgrade: bool = True
     #: TLS to the broker (ca_certs, certfile, keyfile, cert_reqs).
     broker_ssl: Optional[dict] = None
+    #: Extra Kombu transport options, e.g. ``{visibility_timeout: 300}`` for Redis.
+    broker_transport_options: Optional[dict] = None
     #: TLS to the database (ca, cert, key, verify).
     database_ssl: Optional[dict] = None
     #: Messages whose events exceed this many bytes are dead-lettered.
     max_message_bytes: int = 64 << 20
     #: Prometheus exporter port for the engine and workers; None: off.
     metrics_port: Optional[int] = None
+    #: Address the exporter binds; 0.0.0.0 to let a remote Prometheus scrape it.
+    metrics_address: str = "127.0.0.1"
     #: Broker messages a worker holds unacknowledged.
     worker_prefetch: int = 8
+    #: Tries a worker gives a message the database refuses before dead-lettering it.
+    worker_max_attempts: int = 5
     #: Master id stored with jobs/returns/events; None: the daemon's id.
     master_id: Optional[str] = None
 
@@ -220,10 +234,13 @@ _VALIDATORS = {
     "cleanup_chunk_size": _positive_int,
     "auto_upgrade": _bool,
     "broker_ssl": _ssl_options(BROKER_SSL_KEYS),
+    "broker_transport_options": _mapping,
     "database_ssl": _ssl_options(DATABASE_SSL_KEYS),
     "max_message_bytes": _positive_int,
     "metrics_port": _optional_positive_int,
+    "metrics_address": _str,
     "worker_prefetch": _positive_int,
+    "worker_max_attempts": _positive_int,
     "master_id": _optional_str,
 }
 KEYS = tuple(_VALIDATORS)
@@ -276,8 +293,21 @@ def env_overrides(environ=None):
     for key in KEYS:
         value = environ.get(f"SALT_RELAY_{key.upper()}")
         if value is not None:
-            found[key] = value
+            found[key] = _parse_mapping(key, value) if key in MAPPING_KEYS else value
     return found
+
+
+# Keys whose environment value is written as YAML/JSON flow, e.g. '{visibility_timeout: 5}'.
+MAPPING_KEYS = ("broker_transport_options", "broker_ssl", "database_ssl")
+
+
+def _parse_mapping(key, text):
+    import yaml  # pylint: disable=import-outside-toplevel  # PyYAML ships with Salt
+
+    try:
+        return yaml.safe_load(text) if text.strip() else None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"SALT_RELAY_{key.upper()} is not a YAML mapping: {err}") from None
 
 
 def default_database_url(cachedir):

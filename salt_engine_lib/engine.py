@@ -1,10 +1,11 @@
-"""The ``relay`` engine: bus -> filter -> batch -> sink.
+"""The ``relay`` engine: bus -> filter -> batch -> journal -> broker or store.
 
-Runs in the engine process Salt forks from the master. A reader thread
-(:mod:`bus`) only reads; this loop filters, batches and hands each batch to
-the sink. The sink in this version writes batches straight to the store in
-one transaction each (the embedded mode); a failed write is retried with
-backoff and the batch is kept, while the reader keeps draining the bus.
+Runs in the engine process Salt forks from the master, in three threads that
+never wait on each other: the reader (:mod:`bus`) only reads the bus; this
+loop filters, batches and appends each batch to the on-disk journal; the
+forwarder (:mod:`forwarder`) sends journaled batches to the broker (or, in
+the embedded mode, writes them to the store) and forgets them once
+confirmed. A broker or database outage only grows the journal.
 """
 
 import json
@@ -17,8 +18,9 @@ import threading
 import time
 
 from salt_engine_lib import config as relay_config
-from salt_engine_lib import records
+from salt_engine_lib import forwarder, metrics
 from salt_engine_lib.batching import Batcher
+from salt_engine_lib.broker import Publisher
 from salt_engine_lib.bus import BusReader
 from salt_engine_lib.errors import ConfigError
 from salt_engine_lib.filters import EventFilter
@@ -54,47 +56,38 @@ def stats_path(opts):
     return pathlib.Path(opts.get("cachedir") or "/var/cache/salt/master", "relay", "engine-stats.json")
 
 
-class StoreSink:
-    """Writes a batch of events to the store in one transaction."""
+def journal_dir(config, opts):
+    if config.spool_dir:
+        return pathlib.Path(config.spool_dir)
+    return pathlib.Path(opts.get("cachedir") or "/var/cache/salt/master", "relay", "spool")
 
-    def __init__(self, store, master_id):
-        self.store = store
-        self.master_id = master_id
-        self.stored = 0
-        self.rejected = 0
 
-    def rows(self, batch):
-        jobs, returns, events = [], [], []
-        for tag, data in batch:
-            try:
-                new_jobs, new_returns, new_events = records.rows_from_event(tag, data, self.master_id)
-            except records.RecordError as err:
-                self.rejected += 1
-                log.error("relay: event %r rejected: %s", str(tag)[:200], err)
-                continue
-            jobs += new_jobs
-            returns += new_returns
-            events += new_events
-        return jobs, returns, events
-
-    def write(self, batch):
-        jobs, returns, events = self.rows(batch)
-        self.store.write_batch(jobs, returns, events)
-        self.stored += len(events)
+def make_sink(config, store):
+    """The broker when ``broker_url`` is set, else the store (the embedded mode)."""
+    if config.broker_url:
+        return forwarder.BrokerSink(Publisher(config))
+    return forwarder.StoreSink(store)
 
 
 class RelayEngine:
     def __init__(self, opts, config, reader=None, sink=None):
         self.opts = opts
         self.config = config
+        self.master_id = config.master_id or opts.get("id")
         self.filter = EventFilter(config)
         self.batcher = Batcher(config.batch_size, config.batch_max_wait)
         self.reader = reader or BusReader(opts)
-        master_id = config.master_id or opts.get("id")
-        url = relay_config.database_url(config, opts)
-        self.sink = sink or StoreSink(Store.from_config(config, url), master_id)
+        # Opened lazily: in broker mode only the returner's outbox uses it.
+        self.store = Store.from_config(config, relay_config.database_url(config, opts))
+        self.mode = "broker" if config.broker_url else "embedded"
+        self.forwarder = forwarder.Forwarder(
+            journal_dir(config, opts),
+            sink or make_sink(config, self.store),
+            max_bytes=config.spool_max_bytes,
+            max_message_bytes=config.max_message_bytes,
+        )
         # Returns the returner handed over (write-behind), stored by this process.
-        self.drainer = OutboxDrainer(opts, self.sink.store, batch_size=config.batch_size)
+        self.drainer = OutboxDrainer(opts, self.store, batch_size=config.batch_size)
         self.stopping = threading.Event()
         self._stats_file = stats_path(opts)
         self._stats_written_at = 0.0
@@ -110,14 +103,21 @@ class RelayEngine:
 
     def serve_forever(self):
         self.reader.start()
+        self.forwarder.start()
         self.drainer.start()
-        log.info("relay engine started: %s", self.config.describe())
+        metrics.serve(self.config.metrics_port, "engine", self.stats, self.config.metrics_address)
+        log.info("relay engine started (%s mode): %s", self.mode, self.config.describe())
         while not self.stopping.is_set():
             self.step()
+        self.stop()
+
+    def stop(self):
         self._drain_reader()
         self.flush()
+        self.forwarder.stop()
         self.drainer.stop()
-        self.drainer.join(timeout=5)
+        if self.drainer.is_alive():
+            self.drainer.join(timeout=5)
         self.write_stats()
         log.info("relay engine stopped")
 
@@ -147,30 +147,33 @@ class RelayEngine:
 
     def flush(self):
         batch = self.batcher.take()
-        delay = 0.5
-        while batch:
-            try:
-                self.sink.write(batch)
-                return
-            except Exception as err:  # pylint: disable=broad-except
-                log.error(
-                    "relay: storing a batch of %d events failed, retrying in %.1fs (events are kept): %s: %s",
-                    len(batch), delay, type(err).__name__, err,
-                )
-                if self.stopping.wait(delay) and delay >= 8:
-                    log.critical("relay: stopping with %d unstored events", len(batch))
-                    return
-                delay = min(delay * 2, 30)
+        if not batch:
+            return
+        try:
+            self.forwarder.submit(batch, self.master_id)
+        except forwarder.JournalFull:
+            pass  # counted and logged by the forwarder
+        except OSError as err:
+            # The disk itself failed: nothing else can keep the batch.
+            self.forwarder.dropped_events += len(batch)
+            log.critical("relay: cannot write the spool (%s): %d events LOST", err, len(batch))
 
     def stats(self):
+        fwd = self.forwarder
         return {
             "pid": os.getpid(),
+            "mode": self.mode,
             "updated": time.time(),
             "captured": self.filter.accepted + sum(self.filter.dropped.values()),
             "accepted": self.filter.accepted,
             "dropped": dict(self.filter.dropped),
-            "stored": self.sink.stored,
-            "rejected": self.sink.rejected,
+            "journaled": fwd.journaled,
+            "forwarded": fwd.sink.sent_events,
+            "rejected": getattr(fwd.sink, "rejected", 0),
+            "spool_pending_bytes": fwd.pending_bytes(fresh=True),
+            "spool_lost_events": fwd.dropped_events,
+            "forward_failures": fwd.failures,
+            "last_error": fwd.last_error,
             "pending": len(self.batcher) + self.reader.events.qsize(),
             "reader_overflowed": self.reader.overflowed,
             "outbox_stored": self.drainer.stored,

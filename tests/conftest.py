@@ -24,11 +24,15 @@ MYSQL_USER = "root"
 POSTGRESQL_HOST = os.environ.get("RELAY_TEST_POSTGRESQL_HOST", "127.0.0.1")
 POSTGRESQL_PORT = int(os.environ.get("RELAY_TEST_POSTGRESQL_PORT", "5432"))
 POSTGRESQL_USER = "postgres"
+RABBITMQ_URL = os.environ.get("RELAY_TEST_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672//")
+REDIS_URL = os.environ.get("RELAY_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 CONNECT_TIMEOUT = 5
 
 _START_HINT = {
     "mysql": "start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd",
     "postgresql": "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start",
+    "rabbitmq": "rabbitmq-server -detached",
+    "redis": 'redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no',
 }
 
 
@@ -117,3 +121,52 @@ def database_url(request, tmp_path):
 def store(database_url):
     """A :class:`Store` on the fresh database; the schema appears on first use."""
     return Store(database_url)
+
+
+BROKERS = {"rabbitmq": RABBITMQ_URL, "redis": REDIS_URL}
+
+
+def check_broker(kind):
+    """The broker URL of ``kind`` if its server answers (else skip, or fail under CI)."""
+    import kombu
+
+    url = BROKERS[kind]
+    try:
+        with kombu.Connection(url, connect_timeout=CONNECT_TIMEOUT) as conn:
+            conn.ensure_connection(max_retries=1)
+    except Exception as err:  # pylint: disable=broad-except
+        host_port = url.rsplit("@", 1)[-1].split("/", 1)[0].split(":")
+        _server_unavailable(kind, host_port[0], host_port[1], err)
+    return url
+
+
+@pytest.fixture(
+    params=[
+        pytest.param("rabbitmq", marks=pytest.mark.rabbitmq),
+        pytest.param("redis", marks=pytest.mark.redis),
+    ]
+)
+def broker_url(request):
+    """URL of a real broker: RabbitMQ, then Redis."""
+    return check_broker(request.param)
+
+
+def delete_queues(url, *names):
+    import kombu
+
+    from salt_engine_lib import broker
+
+    with kombu.Connection(url, connect_timeout=CONNECT_TIMEOUT) as conn:
+        for name in names:
+            try:
+                broker.queue(name).bind(conn.channel()).delete()
+            except Exception:  # pylint: disable=broad-except
+                pass  # never declared
+
+
+@pytest.fixture
+def queue_name(broker_url):
+    """A unique queue name (and ``<name>.dlq``), deleted with its messages afterwards."""
+    name = f"relay-test-{uuid.uuid4().hex[:8]}"
+    yield name
+    delete_queues(broker_url, name, f"{name}.dlq")

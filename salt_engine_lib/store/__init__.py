@@ -62,6 +62,15 @@ class Store:
         with translate_errors(self.database_url), self.engine.begin() as conn:
             return writes.write_batch(conn, jobs, returns, events, authoritative_returns)
 
+    def reachable(self):
+        """True when the database answers a trivial query (tells "down" from "refused this")."""
+        try:
+            with translate_errors(self.database_url), self.engine.connect() as conn:
+                conn.exec_driver_sql("SELECT 1")
+            return True
+        except StoreError:
+            return False
+
     def read(self, query, *args, **kwargs):
         """Run one of :mod:`queries` on a fresh connection."""
         with translate_errors(self.database_url), self.engine.connect() as conn:

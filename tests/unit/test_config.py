@@ -226,3 +226,11 @@ def test_database_url_and_retention_fallbacks():
     assert config.keep_jobs_seconds(own, {"keep_jobs_seconds": 3600}) == 60
     assert config.keep_events_seconds(own, {}) == 0
     assert config.database_url(own, {"cachedir": "/c"}) == "sqlite:////x.db"
+
+
+def test_mapping_options_come_from_the_environment_as_yaml():
+    found = config.env_overrides({"SALT_RELAY_BROKER_TRANSPORT_OPTIONS": "{visibility_timeout: 5}", "SALT_RELAY_QUEUE": "q"})
+    assert config.load(found).broker_transport_options == {"visibility_timeout": 5}
+    assert config.load(found).queue == "q"
+    with pytest.raises(ConfigError, match="SALT_RELAY_BROKER_SSL is not a YAML mapping"):
+        config.env_overrides({"SALT_RELAY_BROKER_SSL": "{unclosed"})

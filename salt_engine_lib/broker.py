@@ -1,0 +1,160 @@
+"""Kombu plumbing shared by the engine (publishing) and the worker (consuming).
+
+RabbitMQ (``amqp://``, ``amqps://``) gets publisher confirms, a durable
+queue and persistent messages; Redis (``redis://``, ``rediss://``) gets
+Kombu's reliable-fetch emulation (unacked messages come back after
+``visibility_timeout``). Both use the default exchange: the routing key is
+the queue name, so there is nothing else to declare or misconfigure.
+"""
+
+import logging
+import socket
+import ssl
+
+import kombu
+from kombu.exceptions import OperationalError
+
+from salt_engine_lib import message
+from salt_engine_lib.errors import BrokerUnavailable
+from salt_engine_lib.urls import mask_url
+
+log = logging.getLogger(__name__)
+
+# Redis defaults: bounded socket waits, so an unreachable Redis is an error
+# and not a hang; one hour before a dead worker's messages are redelivered
+# (Kombu's default, lower it with relay:broker_transport_options).
+_REDIS_DEFAULTS = {"socket_connect_timeout": 5, "socket_timeout": 30, "visibility_timeout": 3600}
+_CERT_REQS = {"none": ssl.CERT_NONE, "optional": ssl.CERT_OPTIONAL, "required": ssl.CERT_REQUIRED}
+
+
+def is_redis(url):
+    return url.split("://", 1)[0] in ("redis", "rediss")
+
+
+def _cert_reqs(value):
+    if isinstance(value, int):
+        return value
+    key = str(value).lower().removeprefix("cert_")
+    return _CERT_REQS[key]
+
+
+def ssl_options(url, broker_ssl):
+    """Kombu's ``ssl=`` argument for this transport, from relay:broker_ssl."""
+    scheme = url.split("://", 1)[0]
+    if broker_ssl is None and scheme not in ("amqps", "rediss"):
+        return None
+    options = dict(broker_ssl or {})
+    options.setdefault("cert_reqs", "required")
+    options["cert_reqs"] = _cert_reqs(options["cert_reqs"])
+    if is_redis(url):  # redis-py spells them ssl_*
+        return {f"ssl_{key}": value for key, value in options.items()}
+    return options
+
+
+def connection(config, url=None):
+    url = url or config.broker_url
+    transport_options = dict(config.broker_transport_options or {})
+    if is_redis(url):
+        transport_options = {**_REDIS_DEFAULTS, **transport_options}
+    else:
+        transport_options.setdefault("confirm_publish", True)
+    return kombu.Connection(
+        url,
+        ssl=ssl_options(url, config.broker_ssl),
+        transport_options=transport_options,
+        connect_timeout=5,
+        heartbeat=0,
+    )
+
+
+def queue(name):
+    """A durable queue on the default exchange (routing key = name)."""
+    return kombu.Queue(name, exchange=kombu.Exchange(""), routing_key=name, durable=True)
+
+
+def connection_errors(conn):
+    return tuple(conn.connection_errors) + tuple(conn.channel_errors) + (OperationalError, socket.error, OSError)
+
+
+class Publisher:
+    """Publishes message bodies; raises BrokerUnavailable when it cannot.
+
+    One per thread (Kombu connections are not thread-safe). Kombu retries
+    the connection ``max_retries`` times; beyond that the caller spools.
+    """
+
+    def __init__(self, config, max_retries=2):
+        self.config = config
+        self.max_retries = max_retries
+        self._conn = None
+        self._producer = None
+        self._declared = set()
+
+    def _connect(self):
+        if self._conn is None:
+            self._conn = connection(self.config)
+            self._producer = None
+            self._declared = set()
+        if self._producer is None:
+            self._conn.ensure_connection(max_retries=self.max_retries, interval_start=0.2, interval_step=0.5, interval_max=1)
+            self._producer = self._conn.Producer()
+        return self._producer
+
+    def publish(self, body, message_id, queue_name=None, headers=None):
+        queue_name = queue_name or self.config.queue
+        try:
+            producer = self._connect()
+            target = queue(queue_name)
+            if queue_name not in self._declared:
+                # Declared on first use per connection: a fresh broker gets the queue
+                # before the first message, so nothing is routed nowhere.
+                target.bind(producer.channel).declare()
+                self._declared.add(queue_name)
+            producer.publish(
+                body,
+                routing_key=queue_name,
+                exchange="",
+                serializer=None,
+                content_type=message.CONTENT_TYPE,
+                content_encoding="binary",
+                delivery_mode=2,
+                message_id=message_id,
+                headers=headers or {},
+                retry=True,
+                retry_policy={"max_retries": self.max_retries, "interval_start": 0.2, "interval_step": 0.5, "interval_max": 1},
+                timeout=30,
+                confirm_timeout=30,
+            )
+        except Exception as err:  # pylint: disable=broad-except
+            # Any failure here (refused, reset, nack, timeout) means "not confirmed".
+            self.close()
+            raise BrokerUnavailable(f"{mask_url(self.config.broker_url)}: {type(err).__name__}: {err}") from err
+
+    def close(self):
+        if self._conn is not None:
+            try:
+                self._conn.release()
+            except Exception:  # pylint: disable=broad-except
+                pass
+        self._conn = None
+        self._producer = None
+
+
+def queue_depths(config):
+    """{queue name: messages waiting} for the work queue and the dead-letter queue."""
+    depths = {}
+    with connection(config) as conn:
+        try:
+            conn.ensure_connection(max_retries=1)
+            channel = conn.default_channel
+            for name in (config.queue, config.dead_letter_queue):
+                try:
+                    _, count, _ = channel.queue_declare(queue=name, passive=True)
+                except conn.channel_errors:
+                    # Not declared yet; on Redis an emptied queue's list is gone.
+                    count = 0 if is_redis(config.broker_url) else None
+                    channel = conn.channel()
+                depths[name] = count
+        except Exception as err:  # pylint: disable=broad-except
+            raise BrokerUnavailable(f"{mask_url(config.broker_url)}: {type(err).__name__}: {err}") from err
+    return depths

@@ -1,0 +1,86 @@
+"""Broker messages: one msgpack-encoded batch of bus events.
+
+A message body is a msgpack map::
+
+    {"v": 1, "id": "<hex>", "master": "<master id>", "created": <epoch s>,
+     "events": [[tag, data], ...]}
+
+``v`` is the schema version; a worker rejects (dead-letters) versions it
+does not know instead of guessing. ``id`` is also the AMQP message id, so a
+dead letter can be traced to the engine log line that sent it.
+"""
+
+import dataclasses
+import time
+import uuid
+
+import msgpack
+
+from salt_engine_lib.errors import DecodeError
+
+SCHEMA_VERSION = 1
+CONTENT_TYPE = "application/x-salt-relay+msgpack"
+
+
+@dataclasses.dataclass(frozen=True)
+class Batch:
+    id: str
+    master_id: object
+    created: float
+    events: list  # [(tag, data), ...]
+
+
+def _default(value):
+    # Bus data is whatever Salt's serializer accepted; keep it, as text if need be.
+    if isinstance(value, (set, frozenset, tuple)):
+        return list(value)
+    return str(value)
+
+
+def encode(events, master_id, message_id=None, created=None):
+    """(message id, body bytes) for a batch of ``(tag, data)`` events."""
+    message_id = message_id or uuid.uuid4().hex
+    body = msgpack.packb(
+        {
+            "v": SCHEMA_VERSION,
+            "id": message_id,
+            "master": master_id,
+            "created": time.time() if created is None else created,
+            "events": [[tag, data] for tag, data in events],
+        },
+        use_bin_type=True,
+        default=_default,
+    )
+    return message_id, body
+
+
+def decode(body, max_bytes=None):
+    """The :class:`Batch` in ``body``; DecodeError with a reason a person can act on."""
+    if not isinstance(body, (bytes, bytearray, memoryview)):
+        raise DecodeError(f"body is {type(body).__name__}, not bytes", b"")
+    body = bytes(body)
+    if max_bytes is not None and len(body) > max_bytes:
+        raise DecodeError(f"message of {len(body)} bytes exceeds relay:max_message_bytes ({max_bytes})", body)
+    try:
+        document = msgpack.unpackb(body, raw=False, strict_map_key=False)
+    except Exception as err:  # msgpack raises several unrelated types
+        raise DecodeError(f"not a msgpack document ({type(err).__name__}: {err})", body) from None
+    if not isinstance(document, dict) or "v" not in document:
+        raise DecodeError("not a salt-relay batch (no schema version)", body)
+    if document["v"] != SCHEMA_VERSION:
+        raise DecodeError(f"schema version {document['v']!r} is not supported (this worker reads {SCHEMA_VERSION})", body)
+    events = document.get("events")
+    if not isinstance(events, list):
+        raise DecodeError("batch has no events list", body)
+    pairs = []
+    for index, event in enumerate(events):
+        if not isinstance(event, (list, tuple)) or len(event) != 2 or not isinstance(event[0], str):
+            raise DecodeError(f"event {index} is not a [tag, data] pair", body)
+        pairs.append((event[0], event[1]))
+    created = document.get("created")
+    return Batch(
+        id=str(document.get("id") or ""),
+        master_id=document.get("master"),
+        created=float(created) if isinstance(created, (int, float)) else time.time(),
+        events=pairs,
+    )
