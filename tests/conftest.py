@@ -10,6 +10,7 @@ An unreachable server skips its tests with the command that starts it; under
 turn into a green run of SQLite-only tests.
 """
 
+import contextlib
 import os
 import uuid
 
@@ -74,22 +75,10 @@ def _postgresql_admin(dialect="postgresql"):
         _server_unavailable(dialect, POSTGRESQL_HOST, POSTGRESQL_PORT, err)
 
 
-@pytest.fixture(
-    params=[
-        "sqlite",
-        pytest.param("mysql", marks=pytest.mark.mysql),
-        pytest.param("postgresql", marks=pytest.mark.postgresql),
-    ]
-)
-def database_url(request, tmp_path):
-    """SQLAlchemy URL of a fresh, empty database (no schema yet)."""
-    dialect = request.param
+@contextlib.contextmanager
+def server_database(dialect):
+    """URL of a fresh, empty database on the MariaDB or PostgreSQL test server, dropped afterwards."""
     name = _unique_name()
-    if dialect == "sqlite":
-        yield f"sqlite:///{tmp_path / name}.db"
-        connection.dispose_all()
-        return
-
     if dialect == "mysql":
         admin = _mysql_admin()
         with admin.cursor() as cursor:
@@ -104,7 +93,6 @@ def database_url(request, tmp_path):
                 cursor.execute(f"DROP DATABASE IF EXISTS `{name}`")
             admin.close()
         return
-
     admin = _postgresql_admin()
     admin.execute(f'CREATE DATABASE "{name}"')
     admin.close()
@@ -115,6 +103,23 @@ def database_url(request, tmp_path):
         admin = _postgresql_admin()
         admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         admin.close()
+
+
+@pytest.fixture(
+    params=[
+        "sqlite",
+        pytest.param("mysql", marks=pytest.mark.mysql),
+        pytest.param("postgresql", marks=pytest.mark.postgresql),
+    ]
+)
+def database_url(request, tmp_path):
+    """SQLAlchemy URL of a fresh, empty database (no schema yet)."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / _unique_name()}.db"
+        connection.dispose_all()
+        return
+    with server_database(request.param) as url:
+        yield url
 
 
 @pytest.fixture
