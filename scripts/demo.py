@@ -52,6 +52,7 @@ DATABASES = {
     "mariadb": {"host": "127.0.0.1", "port": 3306, "user": "root"},
     "postgresql": {"host": "127.0.0.1", "port": 5432, "user": "postgres"},
 }
+BROKER_URLS = {"rabbitmq": "amqp://guest:guest@127.0.0.1:5672//", "redis": "redis://127.0.0.1:6379/0"}
 DB_ALIASES = {"": "sqlite", "sqlite": "sqlite", "mariadb": "mariadb", "mysql": "mariadb",
               "postgresql": "postgresql", "postgres": "postgresql", "pg": "postgresql"}
 
@@ -267,6 +268,7 @@ class Demo:
         self.procs = {}  # name -> Popen of the daemons
         self.failures = []
         self.jids = {}  # label -> jid
+        self.queue = f"relay-demo-{self.root.name.rsplit('-', 1)[-1]}"
 
     # -- configuration
     def write_configs(self):
@@ -303,6 +305,12 @@ class Demo:
         }
         if self.db.url:
             master["relay"] = {"database_url": self.db.url}
+        if self.args.broker_url:
+            master.setdefault("relay", {}).update({
+                "broker_url": self.args.broker_url,
+                "queue": self.queue,
+                "dead_letter_queue": f"{self.queue}.dlq",
+            })
         write_yaml(m / "master", master)
         for minion_id in MINIONS:
             d = self.root / minion_id
@@ -326,8 +334,8 @@ class Demo:
             })
 
     # -- daemons
-    def start_daemon(self, name, program, config_dir, log_file):
-        argv = [str(BIN_DIR / program), "-c", str(config_dir), "-l", "warning", "--log-file", str(log_file)]
+    def start_daemon(self, name, program, config_dir, log_file, argv=None):
+        argv = argv or [str(BIN_DIR / program), "-c", str(config_dir), "-l", "warning", "--log-file", str(log_file)]
         out = open(self.root / f"{name}.console", "wb")  # pylint: disable=consider-using-with
         try:
             self.procs[name] = subprocess.Popen(  # pylint: disable=consider-using-with
@@ -373,6 +381,19 @@ class Demo:
             print(f"  WARNING: processes still running: {leftovers}", flush=True)
         else:
             print("  all demo processes stopped", flush=True)
+
+    def delete_queues(self):
+        import kombu  # pylint: disable=import-outside-toplevel
+
+        from salt_engine_lib import broker  # pylint: disable=import-outside-toplevel
+
+        try:
+            with kombu.Connection(self.args.broker_url, connect_timeout=5) as conn:
+                for name in (self.queue, f"{self.queue}.dlq"):
+                    with contextlib.suppress(Exception):
+                        broker.queue(name).bind(conn.channel()).delete()
+        except Exception as err:  # pylint: disable=broad-except
+            print(f"  WARNING: could not delete the queues {self.queue}(.dlq): {err}")
 
     # -- commands
     def run(self, program, *args, show=True, timeout=CLI_TIMEOUT):
@@ -464,7 +485,7 @@ class Demo:
             return
         print(f"\nengine stats ({self.stats_file}, written "
               f"{max(0.0, time.time() - stats.get('updated', 0)):.1f} s ago by pid {stats.get('pid')}):")
-        for key in ("captured", "accepted", "stored", "rejected", "pending", "reader_overflowed"):
+        for key in ("mode", "captured", "accepted", "journaled", "forwarded", "rejected", "pending", "reader_overflowed"):
             if key in stats:
                 note(f"{key:20} {stats[key]}")
         dropped = stats.get("dropped") or {}
@@ -472,7 +493,7 @@ class Demo:
         for reason, count in sorted(dropped.items(), key=lambda item: (-item[1], item[0])):
             note(f"{'':22} {count:5}  {reason}")
         extra = {k: v for k, v in stats.items() if k not in
-                 ("captured", "accepted", "stored", "rejected", "pending", "reader_overflowed", "dropped",
+                 ("mode", "captured", "accepted", "journaled", "forwarded", "rejected", "pending", "reader_overflowed", "dropped",
                   "pid", "updated")}
         for key, value in extra.items():
             note(f"{key:20} {value}")
@@ -514,12 +535,17 @@ class Demo:
         if self.db.kind != "sqlite":
             self.db.create()
         note(f"store      {self.db.describe()}")
+        note(f"broker     {self.args.broker_name + ' (queue ' + self.queue + ')' if self.args.broker_url else 'none (embedded mode: the engine writes to the store itself)'}")
         self.write_configs()
 
         section("Starting a salt-master and two salt-minions")
         note(f"127.0.0.1, publish_port {self.publish_port}, ret_port {self.ret_port}; "
              "master config: master_job_cache: relay, engines: [relay: {}]")
         self.start_daemon("master", "salt-master", self.master_dir, self.master_log)
+        if self.args.broker_url:
+            # The worker reads the same relay: block from the master config.
+            self.start_daemon("worker", "salt-relay", self.master_dir, None,
+                              argv=[str(BIN_DIR / "salt-relay"), "-c", str(self.master_dir), "-l", "info", "worker"])
         time.sleep(1)
         for minion_id in MINIONS:
             self.start_daemon(minion_id, "salt-minion", self.root / minion_id, self.root / minion_id / "minion.log")
@@ -585,6 +611,8 @@ class Demo:
                 self.db.drop()
             except Exception as err:  # pylint: disable=broad-except
                 print(f"  WARNING: could not drop the database {self.db.name}: {err}")
+            if self.args.broker_url:
+                self.delete_queues()
         finally:
             if not self.args.keep:
                 shutil.rmtree(self.root, ignore_errors=True)
@@ -634,9 +662,11 @@ def parse_args(argv=None):
                         help="the store: sqlite = the embedded default (<cachedir>/relay/relay.db); "
                              "mariadb (127.0.0.1:3306, root) or postgresql (127.0.0.1:5432, postgres): a "
                              "database created for the run and dropped at the end (default: $DB or sqlite)")
-    parser.add_argument("--broker", default=os.environ.get("BROKER", ""),
-                        help="broker URL for the engine (default: $BROKER); not supported yet: the "
-                             "demo runs the embedded mode (no broker)")
+    parser.add_argument("--broker", default=os.environ.get("BROKER", ""), metavar="{rabbitmq,redis,URL}",
+                        help="run the broker pipeline: the engine publishes to RabbitMQ (127.0.0.1:5672, "
+                             "guest) or Redis (127.0.0.1:6379) and a `salt-relay worker` stores; a "
+                             "queue is created for the run and deleted at the end (default: $BROKER, "
+                             "empty = the embedded mode, no broker)")
     parser.add_argument("--keep", action="store_true",
                         help="keep the temp dir (configs, logs, SQLite file) and the --db database")
     args = parser.parse_args(argv)
@@ -644,9 +674,15 @@ def parse_args(argv=None):
     if kind is None:
         parser.error(f"--db {args.db!r}: choose sqlite, mariadb or postgresql")
     args.db = kind
-    if args.broker.strip() and args.broker.strip().lower() not in ("none", "embedded"):
-        parser.error(f"--broker {args.broker!r}: not supported yet. The demo runs salt-relay's embedded "
-                     "mode only (the engine writes straight to the database); drop --broker / unset BROKER.")
+    broker = args.broker.strip()
+    args.broker_name, args.broker_url = "", ""
+    if broker and broker.lower() not in ("none", "embedded"):
+        if broker.lower() in BROKER_URLS:
+            args.broker_name, args.broker_url = broker.lower(), BROKER_URLS[broker.lower()]
+        elif "://" in broker:
+            args.broker_name, args.broker_url = broker.split("://", 1)[0], broker
+        else:
+            parser.error(f"--broker {broker!r}: choose rabbitmq, redis or give a broker URL")
     return args
 
 

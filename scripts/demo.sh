@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The README's first command: see salt-relay work on a fresh machine (Debian, Python 3.11).
 #
-#   ./scripts/demo.sh [--keep] [--db sqlite|mariadb|postgresql] [--help]
+#   ./scripts/demo.sh [--keep] [--db sqlite|mariadb|postgresql] [--broker rabbitmq|redis] [--help]
 #
 # 1. creates the venv .venv with python3 (apt-get installs python3-venv if
 #    `python3 -m venv` is unavailable);
@@ -38,18 +38,24 @@ if [[ ! -x $VENV/bin/python ]]; then
     "$PYTHON" -m venv "$VENV"
 fi
 
-# --db postgresql needs the driver of the `postgres` extra.
-extras=
+# --db postgresql needs the driver of the `postgres` extra, --broker redis the `redis` one.
 db=${DB:-}
+broker=${BROKER:-}
 prev=
 for arg in "$@"; do
     case $arg in
         --db=*) db=${arg#--db=} ;;
-        *) [[ $prev == --db ]] && db=$arg ;;
+        --broker=*) broker=${arg#--broker=} ;;
+        *) [[ $prev == --db ]] && db=$arg
+           [[ $prev == --broker ]] && broker=$arg ;;
     esac
     prev=$arg
 done
-case ${db,,} in postgresql | postgres | pg) extras='[postgres]' ;; esac
+wanted=()
+case ${db,,} in postgresql | postgres | pg) wanted+=(postgres) ;; esac
+case ${broker,,} in redis* ) wanted+=(redis) ;; esac
+extras=
+if (( ${#wanted[@]} )); then extras="[$(IFS=,; echo "${wanted[*]}")]"; fi
 
 if [[ ${SKIP_INSTALL:-} != 1 ]]; then
     echo "installing salt-relay into $VENV (pip install -c .ci/constraints.txt -e .$extras)"
