@@ -215,6 +215,10 @@ class RelayConfig:
         shown["database_url"] = mask_url(self.database_url)
         return shown
 
+    def __repr__(self):
+        # A config can end up in a log line or a traceback: never with its passwords.
+        return f"RelayConfig({', '.join(f'{key}={value!r}' for key, value in self.describe().items())})"
+
 
 _VALIDATORS = {
     "broker_url": _broker_url,

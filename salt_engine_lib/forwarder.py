@@ -149,7 +149,7 @@ class Forwarder(threading.Thread):
                 log.error("relay: forwarding failed, batches stay in the spool and are retried in %.1fs: %s", delay, self.last_error)
                 if self.stopping.wait(delay):
                     return
-                delay = min(delay * 2, 30)
+                delay = min(delay * 2, 5)
                 continue
             if not moved:
                 if self.stopping.is_set():

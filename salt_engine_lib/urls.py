@@ -1,5 +1,7 @@
 """Broker and database URLs: validation and password masking."""
 
+import re
+
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
@@ -7,6 +9,8 @@ from salt_engine_lib.errors import ConfigError
 
 BROKER_SCHEMES = ("amqp", "amqps", "pyamqp", "redis", "rediss", "memory")
 DATABASE_DIALECTS = ("sqlite", "mysql", "mariadb", "postgresql")
+# Query parameters the drivers take a password from: password, passwd, sslpassword, ssl_key_password...
+_SECRET_QUERY_VALUE = re.compile(r"([?&][^=&#?]*pass[^=&#?]*=)[^&#]*", re.IGNORECASE)
 
 
 def mask_url(url):
@@ -14,6 +18,7 @@ def mask_url(url):
 
     Parsed the way SQLAlchemy parses it (Kombu URLs have the same shape), so
     a password with ``/``, ``#`` or ``?`` in it is still found and hidden.
+    Query parameters such as ``?password=`` are hidden too.
     """
     if not url:
         return url
@@ -22,11 +27,11 @@ def mask_url(url):
     except (ArgumentError, ValueError):
         return "<unparsable url>"
     if parsed.password is None:
-        return url
+        return _SECRET_QUERY_VALUE.sub(r"\1***", url)
     prefix, rest = url.split("://", 1)
     host_part = rest.rsplit("@", 1)[1] if "@" in rest else rest
     user = "" if parsed.username is None else rest.split(":", 1)[0]
-    return f"{prefix}://{user}:***@{host_part}"
+    return _SECRET_QUERY_VALUE.sub(r"\1***", f"{prefix}://{user}:***@{host_part}")
 
 
 def validate_broker_url(key, url):

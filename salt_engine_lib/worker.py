@@ -84,7 +84,7 @@ class Worker:
                 self._pending.clear()
                 log.error("relay worker: broker connection lost (%s: %s); reconnecting in %.1fs", type(err).__name__, err, delay)
                 self.stopping.wait(delay)
-                delay = min(delay * 2, 30)
+                delay = min(delay * 2, 5)
             finally:
                 try:
                     conn.release()
@@ -224,7 +224,7 @@ class Worker:
                 log.error("relay worker: database unreachable, retrying in %.1fs (nothing acked): %s", delay, err)
                 if self.stopping.wait(delay):
                     raise StoreError(f"stopping while the database is unreachable: {err}") from err
-                delay = min(delay * 2, 30)
+                delay = min(delay * 2, 5)
 
     def _acked(self, decoded):
         now = time.time()

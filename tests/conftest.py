@@ -12,6 +12,9 @@ turn into a green run of SQLite-only tests.
 
 import contextlib
 import os
+import pathlib
+import shutil
+import tempfile
 import uuid
 
 import pytest
@@ -175,3 +178,11 @@ def queue_name(broker_url):
     name = f"relay-test-{uuid.uuid4().hex[:8]}"
     yield name
     delete_queues(broker_url, name, f"{name}.dlq")
+
+
+@pytest.fixture(scope="session")
+def salt_factories_config():
+    """pytest-salt-factories' root: a short private dir (AF_UNIX paths are limited to ~100 characters)."""
+    root = pathlib.Path(tempfile.mkdtemp(prefix="srly-", dir="/tmp"))
+    yield {"root_dir": root}
+    shutil.rmtree(root, ignore_errors=True)

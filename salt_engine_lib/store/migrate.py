@@ -16,6 +16,8 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import text
 
+from salt_engine_lib.urls import mask_url
+
 log = logging.getLogger(__name__)
 
 _MIGRATIONS_DIR = pathlib.Path(__file__).resolve().parent / "migrations"
@@ -75,7 +77,7 @@ def upgrade(engine, revision="head"):
             after = MigrationContext.configure(conn).get_current_revision()
             conn.commit()
     if before != after:
-        log.info("salt-relay schema upgraded from %s to %s on %s", before, after, engine.url.render_as_string(hide_password=True))
+        log.info("salt-relay schema upgraded from %s to %s on %s", before, after, mask_url(engine.url.render_as_string(hide_password=False)))
     return before, after
 
 

@@ -11,14 +11,6 @@ import tempfile
 import pytest
 
 
-@pytest.fixture(scope="session")
-def salt_factories_config():
-    # Short root: AF_UNIX socket paths are limited to ~100 characters.
-    root = pathlib.Path(tempfile.mkdtemp(prefix="srly-", dir="/tmp"))
-    yield {"root_dir": root}
-    shutil.rmtree(root, ignore_errors=True)
-
-
 @pytest.fixture(scope="module")
 def relay_db(tmp_path_factory):
     return tmp_path_factory.mktemp("relaydb") / "relay.db"
