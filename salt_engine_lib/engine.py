@@ -24,7 +24,8 @@ from salt_engine_lib.broker import Publisher
 from salt_engine_lib.bus import BusReader
 from salt_engine_lib.errors import ConfigError
 from salt_engine_lib.filters import EventFilter
-from salt_engine_lib.outbox import OutboxDrainer
+from salt_engine_lib.deadletters import DeadLetterFile
+from salt_engine_lib.outbox import OutboxDrainer, relay_dir
 from salt_engine_lib.store import Store
 
 log = logging.getLogger(__name__)
@@ -62,11 +63,11 @@ def journal_dir(config, opts):
     return pathlib.Path(opts.get("cachedir") or "/var/cache/salt/master", "relay", "spool")
 
 
-def make_sink(config, store):
+def make_sink(config, store, dead_letters):
     """The broker when ``broker_url`` is set, else the store (the embedded mode)."""
     if config.broker_url:
         return forwarder.BrokerSink(Publisher(config))
-    return forwarder.StoreSink(store)
+    return forwarder.StoreSink(store, dead_letters)
 
 
 class RelayEngine:
@@ -80,14 +81,15 @@ class RelayEngine:
         # Opened lazily: in broker mode only the returner's outbox uses it.
         self.store = Store.from_config(config, relay_config.database_url(config, opts))
         self.mode = "broker" if config.broker_url else "embedded"
+        self.dead_letters = DeadLetterFile(relay_dir(opts) / "dead-letters")
         self.forwarder = forwarder.Forwarder(
             journal_dir(config, opts),
-            sink or make_sink(config, self.store),
+            sink or make_sink(config, self.store, self.dead_letters),
             max_bytes=config.spool_max_bytes,
             max_message_bytes=config.max_message_bytes,
         )
         # Returns the returner handed over (write-behind), stored by this process.
-        self.drainer = OutboxDrainer(opts, self.store, batch_size=config.batch_size)
+        self.drainer = OutboxDrainer(opts, self.store, batch_size=config.batch_size, dead_letters=self.dead_letters)
         self.stopping = threading.Event()
         self._stats_file = stats_path(opts)
         self._stats_written_at = 0.0
@@ -128,8 +130,7 @@ class RelayEngine:
         except queue.Empty:
             pass
         else:
-            if self.filter.accept(tag, data):
-                self.batcher.add((tag, data))
+            self.consider(tag, data)
         if self.batcher.is_due():
             self.flush()
         if time.monotonic() - self._stats_written_at >= STATS_INTERVAL:
@@ -142,8 +143,18 @@ class RelayEngine:
                 tag, data = self.reader.events.get_nowait()
             except queue.Empty:
                 return
-            if self.filter.accept(tag, data):
-                self.batcher.add((tag, data))
+            self.consider(tag, data)
+
+    def consider(self, tag, data):
+        try:
+            keep = self.filter.accept(tag, data)
+        except Exception as err:  # pylint: disable=broad-except
+            # Whatever an event holds, it must not stop the engine.
+            self.filter.dropped["malformed"] = self.filter.dropped.get("malformed", 0) + 1
+            log.error("relay: event %r dropped, it cannot be read: %s: %s", str(tag)[:200], type(err).__name__, err)
+            return
+        if keep:
+            self.batcher.add((tag, data))
 
     def flush(self):
         batch = self.batcher.take()
@@ -170,6 +181,8 @@ class RelayEngine:
             "journaled": fwd.journaled,
             "forwarded": fwd.sink.sent_events,
             "rejected": getattr(fwd.sink, "rejected", 0),
+            "unencodable": fwd.unencodable,
+            "dead_lettered": self.dead_letters.count,
             "spool_pending_bytes": fwd.pending_bytes(fresh=True),
             "spool_lost_events": fwd.dropped_events,
             "forward_failures": fwd.failures,

@@ -19,7 +19,7 @@ import logging
 import threading
 import time
 
-from salt_engine_lib import message, records
+from salt_engine_lib import deadletters, message, records
 from salt_engine_lib.spool import SpoolReader, SpoolWriter
 
 log = logging.getLogger(__name__)
@@ -49,31 +49,41 @@ class BrokerSink:
 
 
 class StoreSink:
-    """The embedded mode: journaled batches straight into the store, several per transaction."""
+    """The embedded mode: journaled batches straight into the store, several per transaction.
+
+    Events the database refuses (while it answers) are isolated and
+    dead-lettered to ``dead_letters`` with the reason; the rest is stored.
+    """
 
     records_per_send = 20
 
-    def __init__(self, store):
+    def __init__(self, store, dead_letters=None):
         self.store = store
+        self.dead_letters = dead_letters
         self.sent_events = 0
         self.rejected = 0
 
+    def _refused(self, item, reason):
+        self.rejected += 1
+        tag, data, master_id = item
+        log.error("relay: event %r not stored: %s", str(tag)[:200], reason)
+        if self.dead_letters is not None:
+            self.dead_letters.add({"tag": tag, "data": data, "master_id": master_id}, reason)
+
     def send(self, bodies):
-        jobs, returns, events, count = [], [], [], 0
+        prepared = []  # (event, its rows); events that make no rows are dead-lettered here, once
+        count = 0
         for body in bodies:
             batch = message.decode(body)
-            for tag, data in batch.events:
-                try:
-                    new_jobs, new_returns, new_events = records.rows_from_event(tag, data, batch.master_id)
-                except records.RecordError as err:
-                    self.rejected += 1
-                    log.error("relay: event %r rejected: %s", str(tag)[:200], err)
-                    continue
-                jobs += new_jobs
-                returns += new_returns
-                events += new_events
             count += len(batch.events)
-        self.store.write_batch(jobs, returns, events)
+            for tag, data in batch.events:
+                item = (tag, data, batch.master_id)
+                try:
+                    prepared.append((item, records.rows_from_event(tag, data, batch.master_id)))
+                except Exception as err:  # pylint: disable=broad-except  # RecordError or data the code cannot read
+                    self._refused(item, f"rejected: {type(err).__name__}: {err}")
+        if prepared:
+            deadletters.write_isolating(self.store, prepared, deadletters.merge_rows, lambda entry, reason: self._refused(entry[0], reason))
         self.sent_events += count
 
     def close(self):
@@ -95,6 +105,7 @@ class Forwarder(threading.Thread):
         self.dropped_batches = 0
         self.dropped_events = 0
         self.failures = 0
+        self.unencodable = 0
         self.backlog = False
         self.last_error = None
         self._pending_bytes = self.reader.pending_bytes()
@@ -112,7 +123,16 @@ class Forwarder(threading.Thread):
 
     def submit(self, events, master_id):
         """Journal one batch; JournalFull if the bound is reached (counted, logged)."""
-        _, body = message.encode(events, master_id)
+        try:
+            _, body = message.encode(events, master_id)
+        except Exception as err:  # pylint: disable=broad-except
+            if len(events) == 1:
+                self.unencodable += 1
+                log.error("relay: event %r cannot be encoded, dropped: %s: %s", str(events[0][0])[:200], type(err).__name__, err)
+                return
+            for event in events:  # keep every event that can be encoded
+                self.submit([event], master_id)
+            return
         if len(body) > self.max_message_bytes and len(events) > 1:
             # Keep messages under the workers' limit; a single event over it is
             # sent alone and dead-lettered by the worker with the reason.

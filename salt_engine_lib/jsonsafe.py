@@ -2,6 +2,12 @@
 
 Used for every JSON column (the engine's ``json_serializer``) and for the
 content key of events, so the same data always gives the same text.
+
+Two things Salt hands over that ``json`` cannot write as UTF-8 are handled
+losslessly: mapping keys that are not strings (bytes keys that are not
+UTF-8 survive Salt's payload decoding) and lone surrogates (Python's
+``surrogateescape`` spelling of invalid UTF-8), which are written as JSON
+``\\udcXX`` escapes and read back as the same string.
 """
 
 import base64
@@ -9,13 +15,17 @@ import datetime
 import json
 
 
+def _bytes_value(value):
+    try:
+        return bytes(value).decode("utf-8")
+    except UnicodeDecodeError:
+        # Invalid UTF-8 is kept losslessly rather than dropped or mangled.
+        return {"__bytes_base64__": base64.b64encode(bytes(value)).decode("ascii")}
+
+
 def _default(value):
     if isinstance(value, (bytes, bytearray)):
-        try:
-            return bytes(value).decode("utf-8")
-        except UnicodeDecodeError:
-            # Invalid UTF-8 is kept losslessly rather than dropped or mangled.
-            return {"__bytes_base64__": base64.b64encode(bytes(value)).decode("ascii")}
+        return _bytes_value(value)
     if isinstance(value, (set, frozenset, tuple)):
         return list(value)
     if isinstance(value, (datetime.datetime, datetime.date)):
@@ -23,13 +33,50 @@ def _default(value):
     return str(value)
 
 
+def _key(key):
+    if isinstance(key, (str, int, float, bool)) or key is None:
+        return key
+    if isinstance(key, (bytes, bytearray)):
+        text = _bytes_value(key)
+        return text if isinstance(text, str) else "base64:" + text["__bytes_base64__"]
+    return str(key)
+
+
+def _with_json_keys(value):
+    """A copy whose mapping keys json accepts (only taken when json refused the keys)."""
+    if isinstance(value, dict):
+        return {_key(key): _with_json_keys(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [_with_json_keys(item) for item in value]
+    return value
+
+
+def _utf8_safe(text):
+    if text.isascii():
+        return text
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        # Lone surrogates: escape them (a valid JSON escape that loads back identically).
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _dump(value, **options):
+    try:
+        text = json.dumps(value, default=_default, ensure_ascii=False, separators=(",", ":"), **options)
+    except TypeError:
+        text = json.dumps(_with_json_keys(value), default=_default, ensure_ascii=False, separators=(",", ":"), **options)
+    return _utf8_safe(text)
+
+
 def dumps(value):
-    return json.dumps(value, default=_default, ensure_ascii=False, separators=(",", ":"))
+    return _dump(value)
 
 
 def canonical_dumps(value):
     """Key-sorted JSON; falls back to insertion order for mixed-type keys."""
     try:
-        return json.dumps(value, default=_default, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+        return _dump(value, sort_keys=True)
     except TypeError:
         return dumps(value)

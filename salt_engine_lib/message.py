@@ -50,6 +50,8 @@ def encode(events, master_id, message_id=None, created=None):
         },
         use_bin_type=True,
         default=_default,
+        # Lone surrogates (Salt's spelling of invalid UTF-8) travel as they are.
+        unicode_errors="surrogatepass",
     )
     return message_id, body
 
@@ -62,7 +64,7 @@ def decode(body, max_bytes=None):
     if max_bytes is not None and len(body) > max_bytes:
         raise DecodeError(f"message of {len(body)} bytes exceeds relay:max_message_bytes ({max_bytes})", body)
     try:
-        document = msgpack.unpackb(body, raw=False, strict_map_key=False)
+        document = msgpack.unpackb(body, raw=False, strict_map_key=False, unicode_errors="surrogatepass")
     except Exception as err:  # msgpack raises several unrelated types
         raise DecodeError(f"not a msgpack document ({type(err).__name__}: {err})", body) from None
     if not isinstance(document, dict) or "v" not in document:

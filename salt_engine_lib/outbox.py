@@ -17,7 +17,7 @@ import pathlib
 import threading
 import time
 
-from salt_engine_lib import records
+from salt_engine_lib import deadletters, records
 from salt_engine_lib.spool import SpoolReader, SpoolWriter, pack, unpack
 
 log = logging.getLogger(__name__)
@@ -102,37 +102,55 @@ def pending_load(opts, jid):
     return load
 
 
+def rows_of_record(item, now=None):
+    """(jobs, returns, events) of one outbox record; RecordError if it makes no sense."""
+    kind, master_id = item.get("k"), item.get("m")
+    try:
+        if kind == "ret":
+            return [], [records.return_row(item["ret"], master_id, now)], []
+        if kind == "events":
+            return [], [], [records.event_row(event["tag"], event.get("data"), master_id, now) for event in item["events"]]
+        if kind == "load":
+            return [records.job_row(item["jid"], item["load"], item.get("minions"), master_id, now)], [], []
+    except records.RecordError:
+        raise
+    except Exception as err:  # pylint: disable=broad-except  # whatever the record holds, it must not block the outbox
+        raise records.RecordError(f"malformed {kind} record: {type(err).__name__}: {err}") from None
+    raise records.RecordError(f"unknown record kind {kind!r}")
+
+
 def rows_from_records(items, now=None):
-    """(jobs, returns, events, loads_done) rows of outbox records."""
+    """(jobs, returns, events, loads_done) rows of outbox records (bad records are logged, skipped)."""
     jobs, returns, events, loads = [], [], [], []
     for item in items:
-        kind, master_id = item.get("k"), item.get("m")
         try:
-            if kind == "ret":
-                returns.append(records.return_row(item["ret"], master_id, now))
-            elif kind == "events":
-                for event in item["events"]:
-                    events.append(records.event_row(event["tag"], event.get("data"), master_id, now))
-            elif kind == "load":
-                jobs.append(records.job_row(item["jid"], item["load"], item.get("minions"), master_id, now))
-                loads.append(item["jid"])
-            else:
-                log.error("relay outbox: unknown record kind %r skipped", kind)
-        except (KeyError, TypeError, records.RecordError) as err:
-            log.error("relay outbox: record rejected: %s: %s", type(err).__name__, err)
+            new_jobs, new_returns, new_events = rows_of_record(item, now)
+        except records.RecordError as err:
+            log.error("relay outbox: record rejected: %s", err)
+            continue
+        jobs += new_jobs
+        returns += new_returns
+        events += new_events
+        if item.get("k") == "load":
+            loads.append(item["jid"])
     return jobs, returns, events, loads
 
 
 class OutboxDrainer(threading.Thread):
-    """Engine thread: outbox -> store, one transaction per batch, retry on failure."""
+    """Engine thread: outbox -> store, one transaction per batch, retry on failure.
 
-    def __init__(self, opts, store, batch_size=1000, idle_seconds=0.05):
+    A record the database refuses (while it answers) is dead-lettered to
+    ``dead-letters/`` with the reason instead of blocking the records after it.
+    """
+
+    def __init__(self, opts, store, batch_size=1000, idle_seconds=0.05, dead_letters=None):
         super().__init__(name="relay-outbox-drainer", daemon=True)
         self.opts = opts
         self.store = store
         self.reader = SpoolReader(relay_dir(opts) / "outbox")
         self.batch_size = batch_size
         self.idle_seconds = idle_seconds
+        self.dead_letters = dead_letters or deadletters.DeadLetterFile(relay_dir(opts) / "dead-letters")
         self.stored = 0
         self.failures = 0
         self.stopping = threading.Event()
@@ -147,7 +165,7 @@ class OutboxDrainer(threading.Thread):
                 self.failures += 1
                 log.error("relay: storing outbox records failed, retrying in %.1fs (records are kept): %s: %s", delay, type(err).__name__, err)
                 self.stopping.wait(delay)
-                delay = min(delay * 2, 30)
+                delay = min(delay * 2, 5)
                 continue
             if not moved:
                 self.stopping.wait(self.idle_seconds)
@@ -156,13 +174,26 @@ class OutboxDrainer(threading.Thread):
         items, positions = self.reader.read(self.batch_size)
         if not positions:
             return 0
-        jobs, returns, events, loads = rows_from_records(items)
-        if jobs or returns or events:
-            self.store.write_batch(jobs, returns, events, authoritative_returns=True)
+        prepared, refused = [], set()
+        for index, item in enumerate(items):
+            try:
+                prepared.append((index, rows_of_record(item)))
+            except records.RecordError as err:
+                refused.add(index)
+                self.dead_letters.add(item, f"rejected: {err}")
+
+        def refuse(entry, reason):
+            refused.add(entry[0])
+            self.dead_letters.add(items[entry[0]], reason)
+
+        if prepared:
+            deadletters.write_isolating(self.store, prepared, lambda entries: deadletters.merge_rows(entries, True), refuse)
         self.reader.commit(positions)
-        for jid in loads:
-            _pending_load_path(self.opts, jid).unlink(missing_ok=True)
-        self.stored += len(items)
+        for index, item in enumerate(items):
+            # A refused load stays in pending-loads/: get_load keeps serving it.
+            if item.get("k") == "load" and index not in refused:
+                _pending_load_path(self.opts, item["jid"]).unlink(missing_ok=True)
+        self.stored += len(items) - len(refused)
         return len(items)
 
     def stop(self):

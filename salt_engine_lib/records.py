@@ -60,13 +60,26 @@ def _checked_key(name, value, max_length):
     value = str(value)
     if len(value) > max_length:
         raise RecordError(f"{name} longer than {max_length} characters: {value[:40]!r}...")
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise RecordError(f"{name} is not valid UTF-8: {value[:40]!r}") from None
     return value
+
+
+def _label(value, max_length):
+    """A descriptive text column: cut to its width, invalid UTF-8 escaped (the JSON keeps the original)."""
+    if value is None:
+        return None
+    text = str(value)[:max_length]
+    return text if text.isascii() else jsonsafe._utf8_safe(text)[:max_length]  # pylint: disable=protected-access
 
 
 def _fun_label(fun):
     if isinstance(fun, (list, tuple)):
         fun = ",".join(str(f) for f in fun)
-    return None if fun is None else str(fun)[:FUN_LENGTH]
+    return _label(fun, FUN_LENGTH)
 
 
 def job_row(jid, load, minions=None, master_id=None, now=None):
@@ -74,12 +87,12 @@ def job_row(jid, load, minions=None, master_id=None, now=None):
     tgt = load.get("tgt")
     return {
         "jid": _checked_key("jid", jid, JID_LENGTH),
-        "master_id": master_id or load.get("master_id"),
+        "master_id": _label(master_id or load.get("master_id"), MINION_ID_LENGTH),
         "fun": _fun_label(load.get("fun")),
         # list targets (-L) arrive as lists
-        "tgt": tgt if tgt is None or isinstance(tgt, str) else jsonsafe.dumps(tgt),
-        "tgt_type": None if load.get("tgt_type") is None else str(load["tgt_type"])[:32],
-        "user": None if load.get("user") is None else str(load["user"])[:255],
+        "tgt": _label(tgt if tgt is None or isinstance(tgt, str) else jsonsafe.dumps(tgt), None),
+        "tgt_type": _label(load.get("tgt_type"), 32),
+        "user": _label(load.get("user"), 255),
         "load": load,
         "minions": sorted(str(m) for m in minions) if minions is not None else None,
         "started_at": jid_time(jid),
@@ -127,7 +140,7 @@ def return_row(ret, master_id=None, now=None):
     return {
         "jid": _checked_key("jid", ret.get("jid"), JID_LENGTH),
         "minion_id": _checked_key("id", ret.get("id"), MINION_ID_LENGTH),
-        "master_id": master_id or ret.get("master_id"),
+        "master_id": _label(master_id or ret.get("master_id"), MINION_ID_LENGTH),
         "fun": _fun_label(ret.get("fun")),
         "ret": ret.get(_RETURN_VALUE_KEY),
         "retcode": retcode,
@@ -150,13 +163,18 @@ def content_key(tag, data, master_id=None):
 def event_row(tag, data, master_id=None, now=None):
     if not isinstance(tag, str) or not tag:
         raise RecordError("an event needs a non-empty string tag")
+    if not tag.isascii():
+        try:
+            tag.encode("utf-8")
+        except UnicodeEncodeError:
+            raise RecordError(f"tag is not valid UTF-8: {tag[:60]!r}") from None
     now = now or utcnow()
     stamp = parse_stamp(data.get("_stamp")) if isinstance(data, dict) else None
     return {
         "content_key": content_key(tag, data, master_id),
         "tag": tag,
         "data": data,
-        "master_id": master_id,
+        "master_id": _label(master_id, MINION_ID_LENGTH),
         "stamp": stamp or now,
         "stored_at": now,
     }

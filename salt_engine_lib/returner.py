@@ -31,7 +31,7 @@ _config_cache = {}
 
 
 def resolve_config(opts, salt_functions=None, ret=None):
-    ret_options = None if ret is None else (ret.get("ret_config"), repr(ret.get("ret_kwargs")))
+    ret_options = (ret.get("ret_config"), repr(ret.get("ret_kwargs"))) if isinstance(ret, dict) else None
     # Without __salt__ Salt falls back to flat opts keys only: a different answer.
     key = (id(opts), bool(salt_functions), ret_options)
     cached = _config_cache.get(key)
@@ -130,6 +130,8 @@ def save_minions(store, jid, minions, master=None):
 
 
 def returner(store, ret, opts, master=None):
+    if not isinstance(ret, dict):
+        raise records.RecordError(f"a return must be a mapping, got {type(ret).__name__}")
     if ret.get("jid") == "req":
         # salt-call without a master job: allocate one, as local_cache does.
         ret = dict(ret, jid=prep_jid(opts, nocache=ret.get("nocache", False)))
@@ -153,8 +155,8 @@ def event_return(store, events, master=None, opts=None):
             return
         try:
             _store_events(store, events, master)
-        except StoreError as err:
-            log.error("relay: %d events kept in the outbox until the relay engine stores them: %s", len(events), err)
+        except Exception as err:  # pylint: disable=broad-except  # whatever failed, the batch is kept
+            log.error("relay: %d events kept in the outbox until the relay engine stores them: %s: %s", len(events), type(err).__name__, err)
             box.put_events(events, master)
         return
     _store_events(store, events, master)
@@ -165,7 +167,7 @@ def _store_events(store, events, master):
     for event in events or ():
         try:
             rows.append(records.event_row(event["tag"], event.get("data"), master))
-        except (KeyError, TypeError, records.RecordError) as err:
+        except (KeyError, TypeError, AttributeError, records.RecordError) as err:
             log.error("relay event_return: skipping malformed event: %s: %s", type(err).__name__, err)
     if rows:
         store.write_batch(events=rows)

@@ -38,11 +38,11 @@ def _default(value):
 
 
 def pack(record):
-    return msgpack.packb(record, use_bin_type=True, default=_default)
+    return msgpack.packb(record, use_bin_type=True, default=_default, unicode_errors="surrogatepass")
 
 
 def unpack(payload):
-    return msgpack.unpackb(payload, raw=False, strict_map_key=False)
+    return msgpack.unpackb(payload, raw=False, strict_map_key=False, unicode_errors="surrogatepass")
 
 
 class SpoolWriter:

@@ -40,6 +40,9 @@ def rows_of(batch):
         except records.RecordError as err:
             rejected.append((tag, data, str(err)))
             continue
+        except Exception as err:  # pylint: disable=broad-except  # any event the code cannot read
+            rejected.append((tag, data, f"{type(err).__name__}: {err}"))
+            continue
         jobs += new_jobs
         returns += new_returns
         events += new_events

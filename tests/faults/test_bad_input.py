@@ -16,7 +16,7 @@ the rest of the batch is stored; the worker keeps running.
   the functions of ``salt_engine_lib.returner``;
 * configuration and unreachable servers.
 
-Bugs found are ``xfail(strict=True)`` tests written as the code should behave.
+The bugs these tests found are fixed; each test is written as the code must behave.
 """
 
 import base64
@@ -302,20 +302,26 @@ def test_overlong_minion_ids_and_jids_are_dead_lettered_and_the_rest_stored(pipe
     pipeline.assert_still_working()
 
 
-def test_invalid_utf8_in_a_message_body_is_dead_lettered_with_the_reason(pipeline):
-    """A body whose text is not UTF-8 (lone surrogates as a foreign producer would write them).
+def test_lone_surrogates_in_a_message_body_cost_at_most_their_own_event(pipeline):
+    """Text that is not valid UTF-8 (lone surrogates, as Salt spells invalid bytes).
 
-    message.encode cannot produce one; the worker cannot trust any event of it,
-    so the whole message goes to the dead-letter queue, byte for byte.
+    The batch decodes; the event is stored with the surrogates escaped in its
+    JSON (read back identical) where the database accepts that, and
+    dead-lettered alone with the database's reason where it does not
+    (MariaDB's and PostgreSQL's JSON checks refuse lone surrogate escapes).
     """
-    events = good_events() + [(new_tag("surrogate"), {"name": "caf\udce9 \udcff"})] + good_events()
-    document = {"v": message.SCHEMA_VERSION, "id": "bad-utf8", "master": MASTER, "created": time.time(), "events": [list(e) for e in events]}
-    body = msgpack.packb(document, use_bin_type=True, unicode_errors="surrogatepass")
-    message_id = f"bad-utf8-{uuid.uuid4().hex[:8]}"
-    pipeline.publish_body(body, message_id)
-    [(reason, _, dead_body)] = pipeline.dead_letters(message_id, count=1)
-    assert reason.startswith("not a msgpack document (UnicodeDecodeError"), reason
-    assert dead_body == body  # its good events can be replayed from the dead letter
+    bad_tag = new_tag("surrogate")
+    events = good_events() + [(bad_tag, {"name": "caf\udce9 \udcff"})] + good_events()
+    message_id = pipeline.process(events)
+    assert all_stored(pipeline.store, events)
+    stored = event_data(pipeline.store, bad_tag)
+    if stored:
+        assert stored == [{"name": "caf\udce9 \udcff"}]
+        assert pipeline.dead_letters(message_id) == []
+    else:
+        [(reason, _, dead_body)] = pipeline.dead_letters(message_id, count=1)
+        assert "refused" in reason, reason
+        assert message.decode(dead_body).events == [(bad_tag, {"name": "caf\udce9 \udcff"})]
     pipeline.assert_still_working()
 
 
@@ -323,8 +329,6 @@ def test_invalid_utf8_in_a_message_body_is_dead_lettered_with_the_reason(pipelin
 
 
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")  # the worker thread's death
-@pytest.mark.xfail(strict=True, reason="bytes dict keys (Salt delivers non-UTF-8 keys as bytes) raise TypeError in "
-                   "records.content_key -> jsonsafe.canonical_dumps; rows_of only catches RecordError, so the worker thread dies")
 def test_bytes_dict_keys_neither_kill_the_worker_nor_lose_the_batch(broker_url, queue_name, tmp_path):
     cfg = relay_config(broker_url, queue_name, worker_max_attempts=1)
     store = Store(f"sqlite:///{tmp_path / 'relay.db'}")
@@ -460,9 +464,6 @@ def test_engine_drops_non_mapping_data_and_rejects_overlong_ids_keeping_the_rest
     assert all_stored(sqlite_store, before + after)
 
 
-@pytest.mark.xfail(strict=True, reason="lone surrogates: RelayEngine.flush -> Forwarder.submit -> message.encode raises "
-                   "UnicodeEncodeError (msgpack, surrogates not allowed); flush only catches JournalFull/OSError, so the "
-                   "engine loop dies and the whole open batch is lost")
 def test_engine_survives_lone_surrogates_and_keeps_the_batch(tmp_path, sqlite_store):
     relay = embedded_engine(tmp_path, sqlite_store, batch_size=100)
     jid = new_jid()
@@ -475,8 +476,6 @@ def test_engine_survives_lone_surrogates_and_keeps_the_batch(tmp_path, sqlite_st
     assert return_row(sqlite_store, jid, "m1") is not None or stats["rejected"] + stats["spool_lost_events"] + sum(stats["dropped"].values()) == 1
 
 
-@pytest.mark.xfail(strict=True, reason="bytes dict keys in a non-return event: EventFilter._seen_recently -> "
-                   "jsonsafe.canonical_dumps -> jsonsafe.dumps raises TypeError out of RelayEngine.step: the engine loop dies")
 def test_engine_filter_survives_bytes_dict_keys(tmp_path, sqlite_store):
     relay = embedded_engine(tmp_path, sqlite_store, batch_size=100)
     bad = ("salt/beacon/m1/inotify/srv", {b"/srv/caf\xe9": {"change": "IN_MODIFY"}})
@@ -486,9 +485,6 @@ def test_engine_filter_survives_bytes_dict_keys(tmp_path, sqlite_store):
     assert all_stored(sqlite_store, before + after)
 
 
-@pytest.mark.xfail(strict=True, reason="embedded mode, bytes dict keys in a return: StoreSink.send -> records.rows_from_event "
-                   "-> event_row -> content_key -> jsonsafe.canonical_dumps raises TypeError (not RecordError) on every "
-                   "forward, so the journal is blocked behind it forever")
 def test_embedded_journal_moves_past_bytes_dict_keys(tmp_path, sqlite_store):
     relay = embedded_engine(tmp_path, sqlite_store, batch_size=1)
     jid = new_jid()
@@ -511,9 +507,6 @@ POISON = {  # data the database (up and answering) refuses, per dialect
     [pytest.param("mysql", marks=pytest.mark.mysql), pytest.param("postgresql", marks=pytest.mark.postgresql)],
     indirect=True,
 )
-@pytest.mark.xfail(strict=True, reason="embedded mode: StoreSink.send writes 20 journal records in one transaction "
-                   "and raises the StoreError of one refused event; Forwarder.run retries it forever, so every later "
-                   "batch stays in the journal (no dead-letter or skip of the refused event)")
 def test_embedded_mode_an_event_the_database_refuses_does_not_block_the_journal(database_url, tmp_path):
     store = Store(database_url)
     dialect = store.engine.dialect.name
@@ -572,9 +565,6 @@ def test_returner_refuses_unstorable_keys_with_a_clear_error(loader, ret, proble
         loaded["relay.returner"](ret)
 
 
-@pytest.mark.xfail(strict=True, reason="a return that is not a mapping fails with \"AttributeError: 'list' object has no "
-                   "attribute 'get'\" (returner.resolve_config: ret.get('ret_config'); returner.returner: ret.get('jid')) "
-                   "instead of records.RecordError 'a return must be a mapping'")
 @pytest.mark.parametrize("ret", [["a", "list"], "a string", 42, None], ids=["list", "str", "int", "none"])
 def test_returner_names_a_return_that_is_not_a_mapping(loader, ret):
     loaded, _ = loader
@@ -606,9 +596,6 @@ def test_event_return_stores_non_mapping_and_bytes_data_and_the_rest(loader, cap
     assert event_data(store, tags[5]) == [{"after": True}]
 
 
-@pytest.mark.xfail(strict=True, reason="event_return with one event holding a lone surrogate: the driver raises "
-                   "UnicodeEncodeError (not a StoreError), event_return re-raises it, and Salt's EventReturn drops the "
-                   "whole batch: the good events of it are lost")
 def test_event_return_keeps_the_good_events_of_a_batch_with_a_lone_surrogate(loader):
     loaded, opts = loader
     good, bad = new_tag("good"), new_tag("surrogate")
@@ -662,9 +649,6 @@ def test_returner_functions_on_each_database(store):
     [pytest.param("mysql", marks=pytest.mark.mysql), pytest.param("postgresql", marks=pytest.mark.postgresql)],
     indirect=True,
 )
-@pytest.mark.xfail(strict=True, reason="write-behind: a return the database refuses stays at the head of the outbox; "
-                   "OutboxDrainer.drain_once raises the StoreError on every pass, so no later return, load or event "
-                   "handed over by the returner is ever stored")
 def test_a_return_the_database_refuses_does_not_block_the_outbox(database_url, tmp_path):
     store = Store(database_url)
     dialect = store.engine.dialect.name
