@@ -4,11 +4,16 @@ Calls, in one process and through Salt's own loader with master opts, the
 sequence ``salt.utils.job.store_job`` runs for every minion return:
 ``prep_jid(False, passed_jid=jid)``, ``save_load(jid, return_load)``,
 ``returner(return_load)``; for Salt's local_cache, salt-relay with a live
-engine (write-behind outbox), and salt-relay writing directly (no engine) to
-SQLite and MariaDB. Prints median and p99 microseconds per return, and ratios
-against local_cache measured in the same run.
+engine (write-behind outbox), salt-relay writing directly (no engine) to
+SQLite and MariaDB, and saltext-mysql's ``mysql`` returner on MariaDB (its
+documented schema, created in a fresh database). Prints median and p99
+microseconds per return, and ratios against local_cache and against
+saltext-mysql measured in the same run (medians over ``--runs``).
 
-    .venv/bin/python benchmarks/returner_hot_path.py [--returns 2000] [--runs 3]
+    .venv/bin/python benchmarks/returner_hot_path.py [--returns 2000] [--runs 3] [--quick]
+
+saltext-mysql comes with ``pip install 'salt-relay[bench]'``; the MariaDB
+databases created here (``relay_bench_*``) are dropped at the end.
 """
 
 import argparse
@@ -18,6 +23,7 @@ import tempfile
 import time
 import uuid
 
+import _saltext_mysql
 import pymysql
 import salt.config
 import salt.minion
@@ -25,12 +31,13 @@ import salt.minion
 from salt_engine_lib.store import connection
 
 
-def returners_for(tmp, job_cache, relay_block=None, engine_alive=False):
+def returners_for(tmp, job_cache, relay_block=None, engine_alive=False, extra_opts=None):
     opts = salt.config.master_config("/dev/null")
     opts["cachedir"] = str(tmp / job_cache / str(uuid.uuid4())[:8])
     opts["master_job_cache"] = job_cache
     if relay_block:
         opts["relay"] = relay_block
+    opts.update(extra_opts or {})
     if engine_alive:
         relay_dir = pathlib.Path(opts["cachedir"], "relay")
         relay_dir.mkdir(parents=True)
@@ -60,12 +67,17 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--returns", type=int, default=2000)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--quick", action="store_true", help="smoke run: 300 returns, 1 run")
     args = parser.parse_args()
+    if args.quick:
+        args.returns, args.runs = 300, 1
     database = f"relay_bench_{uuid.uuid4().hex[:8]}"
     admin = pymysql.connect(host="127.0.0.1", user="root", autocommit=True)
     admin.cursor().execute(f"CREATE DATABASE `{database}` CHARACTER SET utf8mb4")
+    mysql_database = None
     results = {}
     try:
+        mysql_database = _saltext_mysql.create_database(admin)
         with tempfile.TemporaryDirectory() as tmpdir:
             tmp = pathlib.Path(tmpdir)
             variants = {
@@ -73,6 +85,7 @@ def main():
                 "relay, engine alive (outbox)": lambda: (returners_for(tmp, "relay", {"database_url": f"sqlite:///{tmp}/outbox.db"}, engine_alive=True), "relay"),
                 "relay, no engine, SQLite": lambda: (returners_for(tmp, "relay", {"database_url": f"sqlite:///{tmp}/direct.db"}), "relay"),
                 "relay, no engine, MariaDB": lambda: (returners_for(tmp, "relay", {"database_url": f"mysql+pymysql://root@127.0.0.1/{database}"}), "relay"),
+                "saltext-mysql, MariaDB": lambda: (returners_for(tmp, "mysql", extra_opts=_saltext_mysql.opts(mysql_database)), "mysql"),
             }
             for run in range(args.runs):
                 for label, build in variants.items():
@@ -81,12 +94,16 @@ def main():
     finally:
         connection.dispose_all()
         admin.cursor().execute(f"DROP DATABASE IF EXISTS `{database}`")
+        if mysql_database:
+            _saltext_mysql.drop_database(admin, mysql_database)
+        admin.close()
     base = statistics.median(r[0] for r in results["local_cache"])
-    print(f"{'variant':32} {'median us':>10} {'p99 us':>10} {'vs local_cache':>15}   ({args.returns} returns x {args.runs} runs, medians)")
+    mysql_base = statistics.median(r[0] for r in results["saltext-mysql, MariaDB"])
+    print(f"{'variant':32} {'median us':>10} {'p99 us':>10} {'vs local_cache':>15} {'vs saltext-mysql':>17}   ({args.returns} returns x {args.runs} runs, medians)")
     for label, runs in results.items():
         median = statistics.median(r[0] for r in runs)
         p99 = statistics.median(r[1] for r in runs)
-        print(f"{label:32} {median:10.1f} {p99:10.1f} {median / base:14.2f}x")
+        print(f"{label:32} {median:10.1f} {p99:10.1f} {median / base:14.2f}x {median / mysql_base:16.2f}x")
 
 
 if __name__ == "__main__":

@@ -160,6 +160,7 @@ def status(obj, as_json):
             "schema": migrate.head_revision(),
             "rows": store.read(queries.counts),
             "engine": _engine_stats(obj.opts),
+            "dead_letters_on_disk": _dead_letters_on_disk(obj.opts),
         }
         if config.broker_url:
             report["queues"] = _queue_depths(config)
@@ -183,6 +184,15 @@ def _engine_stats(opts):
         return None
     stats["age_seconds"] = round(time.time() - stats.get("updated", 0), 1)
     return stats
+
+
+def _dead_letters_on_disk(opts):
+    """Items the engine kept aside because the database refused them (embedded mode, outbox)."""
+    from salt_engine_lib.deadletters import count_dead_letters  # pylint: disable=import-outside-toplevel
+    from salt_engine_lib.outbox import relay_dir  # pylint: disable=import-outside-toplevel
+
+    directory = relay_dir(opts) / "dead-letters"
+    return {"count": count_dead_letters(directory), "directory": str(directory)}
 
 
 def _queue_depths(config):
