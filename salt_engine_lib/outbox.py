@@ -18,6 +18,7 @@ import threading
 import time
 
 from salt_engine_lib import deadletters, records
+from salt_engine_lib.errors import StoreError
 from salt_engine_lib.spool import SpoolReader, SpoolWriter, pack, unpack
 
 log = logging.getLogger(__name__)
@@ -67,7 +68,7 @@ class Outbox:
 
     def keep_load(self, jid, load, minions, master_id):
         """The database refused a publish load: keep it readable and queued."""
-        record = {"k": "load", "jid": jid, "load": load, "minions": minions, "m": master_id}
+        record = {"k": "load", "jid": jid, "load": load, "minions": minions, "m": master_id, "publish": "return" not in load}
         path = _pending_load_path(self.opts, jid)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
@@ -177,10 +178,23 @@ class OutboxDrainer(threading.Thread):
         prepared, refused = [], set()
         for index, item in enumerate(items):
             try:
-                prepared.append((index, rows_of_record(item)))
+                rows = rows_of_record(item)
             except records.RecordError as err:
                 refused.add(index)
                 self.dead_letters.add(item, f"rejected: {err}")
+                continue
+            if item.get("publish"):
+                # A publish load kept while the database was down: it replaces
+                # whatever the bus copy wrote meanwhile (rare, so written alone).
+                try:
+                    self.store.write_batch(jobs=rows[0], authoritative_jobs=True)
+                except StoreError as err:
+                    if not self.store.reachable():
+                        raise
+                    refused.add(index)
+                    self.dead_letters.add(item, f"the database refused it: {err}")
+                continue
+            prepared.append((index, rows))
 
         def refuse(entry, reason):
             refused.add(entry[0])

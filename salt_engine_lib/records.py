@@ -200,11 +200,11 @@ def rows_from_event(tag, data, master_id=None, now=None):
             jobs.append(job_row(jid, data, data.get("minions"), master_id, now))
         elif kind == "job" and action == "ret" and len(parts) >= 5:
             returns.append(return_row(data, master_id, now))
-        elif kind == "run" and action == "new":
-            load = {"fun": data.get("fun"), "arg": data.get("fun_args", []), "tgt": master_id, "tgt_type": "glob", "user": data.get("user"), "jid": jid}
-            jobs.append(job_row(jid, load, [master_id] if master_id else None, master_id, now))
         elif kind == "run" and action == "ret" and master_id:
-            # The runner's job-cache record: outcome nested under "return".
-            runner_ret = {"id": master_id, "jid": jid, "fun": data.get("fun"), "user": data.get("user"), "return": data}
-            returns.append(return_row(runner_ret, master_id, now))
+            # Shaped as Salt's store_job writes a finished runner job to the job
+            # cache (salt/utils/job.py), so either copy makes the same rows. No
+            # row at salt/run/*/new: the job cache has none until the runner ends.
+            runner_load = {"id": master_id, "tgt": master_id, "jid": jid, "return": data, "fun": data.get("fun"), "user": data.get("user")}
+            jobs.append(job_row(jid, runner_load, None, master_id, now))
+            returns.append(return_row(runner_load, master_id, now))
     return jobs, returns, [event_row(tag, data, master_id, now)]

@@ -101,7 +101,7 @@ def _on_master(opts):
 
 
 def save_load(store, jid, load, minions=None, master=None, opts=None):
-    """Insert-if-absent: the publish load must survive the per-return calls.
+    """The publish load is the job's record; later per-return loads never replace it.
 
     Synchronous: the ``salt`` CLI reads it back right after publishing. If the
     database is down on a master, the load is kept locally (``get_load``
@@ -114,8 +114,11 @@ def save_load(store, jid, load, minions=None, master=None, opts=None):
         if box.engine_alive():
             box.put_load(jid, load, master)
             return
+    # The publish-time load (no "return" in it) is the job's record: it replaces
+    # a row the engine may have written from the bus event first.
+    publish = "return" not in load
     try:
-        store.write_batch(jobs=[records.job_row(jid, load, minions, master)])
+        store.write_batch(jobs=[records.job_row(jid, load, minions, master)], authoritative_jobs=publish)
     except StoreError as err:
         if opts is None or not _on_master(opts):
             raise

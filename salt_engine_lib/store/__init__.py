@@ -57,10 +57,10 @@ class Store:
             )
         self._checked_pid = os.getpid()
 
-    def write_batch(self, jobs=(), returns=(), events=(), authoritative_returns=False):
+    def write_batch(self, jobs=(), returns=(), events=(), authoritative_returns=False, authoritative_jobs=False):
         """Store one batch in one transaction; returns rows given per table."""
         with translate_errors(self.database_url), self.engine.begin() as conn:
-            return writes.write_batch(conn, jobs, returns, events, authoritative_returns)
+            return writes.write_batch(conn, jobs, returns, events, authoritative_returns, authoritative_jobs)
 
     def reachable(self):
         """True when the database answers a trivial query (tells "down" from "refused this")."""

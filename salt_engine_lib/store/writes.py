@@ -50,20 +50,25 @@ def insert_ignoring_duplicates(conn, table, rows, update_columns=()):
 
 # What a job-cache return refreshes in a row the engine wrote from the bus.
 AUTHORITATIVE_RETURN_COLUMNS = ("fun", "ret", "retcode", "success", "document", "returned_at")
+# What the publish-time save_load refreshes in a job row written from a bus event.
+AUTHORITATIVE_JOB_COLUMNS = ("master_id", "fun", "tgt", "tgt_type", "user", "load", "minions")
 
 
-def write_batch(conn, jobs=(), returns=(), events=(), authoritative_returns=False):
+def write_batch(conn, jobs=(), returns=(), events=(), authoritative_returns=False, authoritative_jobs=False):
     """Store one batch in the caller's transaction (``engine.begin()``).
 
     Jobs are insert-if-absent: the publish load wins over later return loads
-    (Salt calls save_load again for every minion return). Returns from the
+    (Salt calls save_load again for every minion return) and over the copy
+    the engine captured from the bus; only the publish-time ``save_load``
+    (``authoritative_jobs``) replaces an existing job row. Returns from the
     job cache (``authoritative_returns``) replace a row captured from the
     bus, whose big values Salt may have trimmed to "VALUE_TRIMMED"; bus
     copies never replace an existing row.
     """
     update = AUTHORITATIVE_RETURN_COLUMNS if authoritative_returns else ()
+    job_update = AUTHORITATIVE_JOB_COLUMNS if authoritative_jobs else ()
     return {
-        "jobs": insert_ignoring_duplicates(conn, schema.jobs, _dedupe(jobs, ("jid",))),
+        "jobs": insert_ignoring_duplicates(conn, schema.jobs, _dedupe(jobs, ("jid",)), job_update),
         "returns": insert_ignoring_duplicates(conn, schema.returns, _dedupe(returns, ("jid", "minion_id")), update),
         "events": insert_ignoring_duplicates(conn, schema.events, _dedupe(events, ("content_key",))),
     }

@@ -513,3 +513,17 @@ def test_job_pages_use_the_primary_key(store):
                 assert step["key"] == "PRIMARY", step
                 assert step["type"] in ("range", "index"), step
                 assert "filesort" not in (step["Extra"] or ""), step
+
+
+def test_publish_load_replaces_the_bus_copy_and_return_loads_never_do(store):
+    jid = "20261125130000000077"
+    from_bus = records.job_row(jid, {"fun": "test.ping", "tgt": "*", "arg": []}, ["m1"], "master")
+    publish = records.job_row(jid, {"fun": "test.ping", "tgt": "*", "arg": [], "metadata": {"ticket": 7}}, ["m1", "m2"], "master")
+    per_return = records.job_row(jid, {"fun": "test.ping", "id": "m1", "return": True}, None, "master")
+    store.write_batch(jobs=[from_bus])
+    store.write_batch(jobs=[publish], authoritative_jobs=True)
+    store.write_batch(jobs=[per_return])
+    load = store.read(queries.get_load, jid)
+    assert load["metadata"] == {"ticket": 7}
+    assert load["Minions"] == ["m1", "m2"]
+    assert "return" not in load
