@@ -7,7 +7,7 @@ from salt_engine_lib.cli import main
 
 def test_every_subcommand_has_help():
     runner = CliRunner()
-    for args in ([], ["db"], ["db", "upgrade"], ["db", "current"], ["db", "purge"], ["status"]):
+    for args in ([], ["db"], ["db", "upgrade"], ["db", "current"], ["db", "purge"], ["status"], ["worker"]):
         result = runner.invoke(main, [*args, "--help"])
         assert result.exit_code == 0, result.output
         assert "Usage:" in result.output
@@ -43,3 +43,20 @@ def test_config_from_salt_config_dir_and_env(tmp_path, monkeypatch):
     assert json.loads(result.output)["database_url"] == f"sqlite:///{db}"
     bad = CliRunner().invoke(main, ["-c", str(tmp_path), "status"], env={"SALT_RELAY_BATCH_SIZE": "abc"})
     assert bad.exit_code == 1 and "relay:batch_size must be a positive integer, got 'abc'" in bad.output
+
+
+def test_worker_without_a_broker_says_why(tmp_path, monkeypatch):
+    monkeypatch.delenv("SALT_RELAY_BROKER_URL", raising=False)
+    result = CliRunner().invoke(main, ["-c", str(tmp_path), "--database-url", f"sqlite:///{tmp_path / 'r.db'}", "worker"])
+    assert result.exit_code == 1
+    assert "relay:broker_url is not set" in result.output
+
+
+def test_status_counts_dead_letters_kept_on_disk(tmp_path):
+    from salt_engine_lib.deadletters import DeadLetterFile
+
+    (tmp_path / "master").write_text(f"cachedir: {tmp_path / 'cache'}\nrelay:\n  database_url: sqlite:///{tmp_path / 'r.db'}\n")
+    DeadLetterFile(tmp_path / "cache" / "relay" / "dead-letters").add({"tag": "t"}, "the database refused it")
+    result = CliRunner().invoke(main, ["-c", str(tmp_path), "status", "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["dead_letters_on_disk"]["count"] == 1
