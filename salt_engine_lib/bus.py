@@ -20,16 +20,45 @@ class BusReader(threading.Thread):
         self.events = queue.Queue(maxsize=maxsize)
         self.poll_seconds = poll_seconds
         self.overflowed = 0
+        self.disconnects = 0
         self._stop = threading.Event()
         self.ready = threading.Event()
 
     def stop(self):
         self._stop.set()
 
+    def _dropped(self):
+        self.disconnects += 1
+        log.warning(
+            "relay: the master's event publisher closed the engine's subscription (%d times so far); "
+            "events published until it reconnects are LOST to the engine. The master drops a "
+            "subscriber that falls pub_server_write_queue_size events behind (default 10000): "
+            "raise it on busy masters",
+            self.disconnects,
+        )
+
+    def _watch_disconnects(self, bus):
+        """Be told when the master's publisher drops us.
+
+        Salt's subscriber reconnects by itself, silently (3008: TCP/IPC
+        PublishClient); its ``disconnect_callback`` is the one place to see it.
+        """
+        client = getattr(bus.subscriber, "obj", bus.subscriber)
+        if client is None or not hasattr(client, "disconnect_callback"):
+            log.info("relay: this Salt's event subscriber has no disconnect_callback; drops by the publisher cannot be counted")
+            return
+
+        async def dropped():
+            self._dropped()
+
+        client.disconnect_callback = dropped
+
     def run(self):
         import salt.utils.event  # pylint: disable=import-outside-toplevel
 
         with salt.utils.event.get_master_event(self.opts, self.opts["sock_dir"], listen=True) as bus:
+            bus.connect_pub(timeout=self.poll_seconds)
+            self._watch_disconnects(bus)
             self.ready.set()
             while not self._stop.is_set():
                 try:

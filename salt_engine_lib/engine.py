@@ -189,6 +189,7 @@ class RelayEngine:
             "last_error": fwd.last_error,
             "pending": len(self.batcher) + self.reader.events.qsize(),
             "reader_overflowed": self.reader.overflowed,
+            "bus_disconnects": getattr(self.reader, "disconnects", 0),
             "outbox_stored": self.drainer.stored,
             "outbox_pending_bytes": self.drainer.reader.pending_bytes(),
         }
