@@ -1,12 +1,13 @@
 """Per-return cost of the job cache on the master's hot path.
 
-Calls, in one process and through Salt's own loader with master opts, the
+Calls, through Salt's own loader with master opts, the
 sequence ``salt.utils.job.store_job`` runs for every minion return:
 ``prep_jid(False, passed_jid=jid)``, ``save_load(jid, return_load)``,
 ``returner(return_load)``; for Salt's local_cache, salt-relay with a live
 engine (write-behind outbox), salt-relay writing directly (no engine) to
 SQLite and MariaDB, and saltext-mysql's ``mysql`` returner on MariaDB (its
-documented schema, created in a fresh database). Prints median and p99
+documented schema, created in a fresh database); each variant and run in a
+forked process of its own (see ``in_process``). Prints median and p99
 microseconds per return, and ratios against local_cache and against
 saltext-mysql measured in the same run (medians over ``--runs``).
 
@@ -17,9 +18,11 @@ databases created here (``relay_bench_*``) are dropped at the end.
 """
 
 import argparse
+import multiprocessing
 import pathlib
 import statistics
 import tempfile
+import threading
 import time
 import uuid
 
@@ -31,7 +34,7 @@ import salt.minion
 from salt_engine_lib.store import connection
 
 
-def returners_for(tmp, job_cache, relay_block=None, engine_alive=False, extra_opts=None):
+def minion_for(tmp, job_cache, relay_block=None, engine_alive=False, extra_opts=None):
     opts = salt.config.master_config("/dev/null")
     opts["cachedir"] = str(tmp / job_cache / str(uuid.uuid4())[:8])
     opts["master_job_cache"] = job_cache
@@ -42,7 +45,41 @@ def returners_for(tmp, job_cache, relay_block=None, engine_alive=False, extra_op
         relay_dir = pathlib.Path(opts["cachedir"], "relay")
         relay_dir.mkdir(parents=True)
         (relay_dir / "engine-stats.json").write_text("{}")
-    return salt.minion.MasterMinion(opts).returners
+    return salt.minion.MasterMinion(opts)
+
+
+def measure_variant(tmp, name, options, count):
+    """One variant in a process of its own (see ``in_process``)."""
+    minion = minion_for(tmp, name, **options)
+    stop = threading.Event()
+    if options.get("engine_alive"):
+        # As the engine does (every 2 s): the returner counts it as gone once
+        # the stats file is older than outbox.ENGINE_ALIVE_SECONDS, and would
+        # switch to direct writes in the middle of a long measurement.
+        stats = pathlib.Path(minion.opts["cachedir"], "relay", "engine-stats.json")
+        threading.Thread(target=_keep_fresh, args=(stats, stop), daemon=True).start()
+    try:
+        return measure(minion.returners, name, count)
+    finally:
+        stop.set()
+        minion.destroy()
+
+
+def _keep_fresh(path, stop):
+    while not stop.wait(2.0):
+        path.touch()
+
+
+def in_process(function, *args):
+    """``function(*args)`` in a forked process; its result or its exception.
+
+    Salt 3008's loader shares one module object per returner (sys.modules)
+    whose ``__opts__`` is set by the loader that loaded it last, and a
+    garbage-collected MasterMinion's ``destroy()`` reloads every returner with
+    its own opts: variants sharing a process could use each other's opts.
+    """
+    with multiprocessing.get_context("fork").Pool(1) as pool:
+        return pool.apply(function, args)
 
 
 def measure(returners, name, count):
@@ -80,17 +117,16 @@ def main():
         mysql_database = _saltext_mysql.create_database(admin)
         with tempfile.TemporaryDirectory() as tmpdir:
             tmp = pathlib.Path(tmpdir)
-            variants = {
-                "local_cache": lambda: (returners_for(tmp, "local_cache"), "local_cache"),
-                "relay, engine alive (outbox)": lambda: (returners_for(tmp, "relay", {"database_url": f"sqlite:///{tmp}/outbox.db"}, engine_alive=True), "relay"),
-                "relay, no engine, SQLite": lambda: (returners_for(tmp, "relay", {"database_url": f"sqlite:///{tmp}/direct.db"}), "relay"),
-                "relay, no engine, MariaDB": lambda: (returners_for(tmp, "relay", {"database_url": f"mysql+pymysql://root@127.0.0.1/{database}"}), "relay"),
-                "saltext-mysql, MariaDB": lambda: (returners_for(tmp, "mysql", extra_opts=_saltext_mysql.opts(mysql_database)), "mysql"),
+            variants = {  # label -> (returner, minion_for options)
+                "local_cache": ("local_cache", {}),
+                "relay, engine alive (outbox)": ("relay", {"relay_block": {"database_url": f"sqlite:///{tmp}/outbox.db"}, "engine_alive": True}),
+                "relay, no engine, SQLite": ("relay", {"relay_block": {"database_url": f"sqlite:///{tmp}/direct.db"}}),
+                "relay, no engine, MariaDB": ("relay", {"relay_block": {"database_url": f"mysql+pymysql://root@127.0.0.1/{database}"}}),
+                "saltext-mysql, MariaDB": ("mysql", {"extra_opts": _saltext_mysql.opts(mysql_database)}),
             }
             for run in range(args.runs):
-                for label, build in variants.items():
-                    returners, name = build()
-                    results.setdefault(label, []).append(measure(returners, name, args.returns))
+                for label, (name, options) in variants.items():
+                    results.setdefault(label, []).append(in_process(measure_variant, tmp, name, options, args.returns))
     finally:
         connection.dispose_all()
         admin.cursor().execute(f"DROP DATABASE IF EXISTS `{database}`")
