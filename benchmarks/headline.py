@@ -1,0 +1,868 @@
+"""Headline benchmark (issue #9 item 3): a real salt-master's return path, per job cache.
+
+Run it from the repository root, in the venv where salt-relay is installed (editable is
+fine) and saltext-mysql too (``pip install 'salt-relay[bench]'``), with the servers of
+``scripts/ensure-services.sh`` answering on 127.0.0.1::
+
+    python benchmarks/headline.py --quick                       # smoke run, < 3 min
+    python benchmarks/headline.py --runs 3 --json headline.json # full run
+
+What it does, per variant and run (everything on this machine):
+
+1. A temp root (``/tmp/hl-*``) with a generated master config: id, user root, interface
+   127.0.0.1, free publish_port/ret_port, root_dir/pki_dir/cachedir/sock_dir under the
+   root, ``worker_threads`` left at Salt's default (5), log level warning, and the
+   variant's job cache:
+
+   * ``noop``: ``master_job_cache: noop_cache`` (``benchmarks/noop_cache/_returners``
+     via ``returner_dirs``), whose every function does nothing: the ceiling;
+   * ``local_cache``: Salt's default job cache (files under the cachedir);
+   * ``saltext_mysql``: ``master_job_cache: mysql`` (saltext-mysql) on a fresh MariaDB
+     database with the schema its docstring documents (``benchmarks/_saltext_mysql.py``);
+   * ``relay_rabbitmq`` / ``relay_redis``: ``master_job_cache: relay``,
+     ``engines: [relay: {}]``, ``relay: {broker_url, database_url, queue}`` on a fresh
+     MariaDB database and a unique queue, plus one ``salt-relay -c <root>/conf worker``;
+   * ``relay_embedded``: the same without a broker (the engine writes SQLite itself).
+
+2. N minion ids (``--minions``, default 50), each with its own RSA key pair generated
+   once per invocation; the public keys are pre-accepted in the master's
+   ``pki/minions/<id>``. ``--senders`` sender processes (twice as many on the variants
+   of ``--check-variants``; ``_return_driver.py``) each sign in every id through
+   ``AsyncReqChannel.factory(minion_opts, crypt="aes")`` and open ``--channels`` (4)
+   channels per id: senders x minions x channels requests in flight (400 by default).
+
+3. Phases (each a fresh set of jobs of N minions; ``--returns`` returns, rounded up to
+   whole jobs): ``ping`` (``test.ping`` returns) and ``state`` (a ~20 KB ``state.apply``
+   return of 20 file.managed results), both with ``--senders`` processes, and ``ping2x``
+   (``ping`` with twice the senders, hence twice the requests in flight) on the variants
+   of ``--check-variants``. Before a phase the driver publishes its jobs the way the
+   master does, through the job cache's own ``prep_jid`` and ``save_load(jid, load,
+   minions)`` from ``salt.minion.MasterMinion(master_opts).returners`` (not timed). Then
+   all senders start at one instant and every channel's coroutine sends its returns one
+   after the other, without retries; a return counts when the master acknowledged it (the reply to the
+   request, which the master sends after ``store_job`` ran the job cache).
+
+4. Measured per phase:
+
+   * returns/s = acknowledged returns / (last acknowledgement - start);
+   * stored: the acknowledged (jid, minion) pairs found afterwards: relay ``returns``
+     rows, saltext-mysql ``salt_returns`` rows (``doubled`` = rows beyond one per pair,
+     that table has no unique key), local_cache ``return.p`` files; for relay the
+     benchmark waits until the rows stop changing (``--settle`` s without change);
+     ``lost`` = acknowledged pairs never stored;
+   * master CPU s per 1,000 returns: utime+stime summed over the master's whole process
+     tree (``/proc/<pid>/stat``; MWorkers, ReqServer, EventPublisher, the relay engine
+     ...) from the start of the phase until its returns are stored (relay: rows settled);
+     the ``salt-relay worker`` (its own tree) and ``mariadbd`` the same way, separately;
+   * relay lag, p50/p99: ``returns.stored_at`` (set when the engine or worker builds the
+     rows, just before its transaction commits) minus (a) the return's ``_stamp``, the
+     time the master's MWorker fired its event, just before calling the job cache
+     (acceptance on the master's clock, which is this clock), and (b) the sender's
+     acknowledgement time. (b) can be negative: the engine may store the bus copy of a
+     return before the master's reply has reached a busy sender process;
+   * the master log's ERROR/CRITICAL lines during the run (counted, first ones kept).
+
+   At the end of each variant run: ``salt-run jobs.list_jobs_filter 50`` (wall time of
+   the command, Python start-up included, and how many jobs it listed).
+
+5. The table shows medians over ``--runs``, with ratios to the no-op ceiling and to
+   saltext-mysql; ``--json PATH`` writes every run. Master, senders, broker, database
+   and worker all share this machine's cores with whatever else runs (the load
+   average at each phase is in the JSON): numbers are for this box.
+
+Bottleneck check: ``ping2x`` doubles the sender processes and the requests in flight;
+if returns/s does not rise, the senders were not the limit (the table prints both).
+"""
+
+import argparse
+import contextlib
+import datetime
+import hashlib
+import json
+import multiprocessing
+import os
+import pathlib
+import platform
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+
+HERE = pathlib.Path(__file__).resolve().parent
+REPO = HERE.parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(REPO))
+
+import _return_driver as driver  # noqa: E402  pylint: disable=wrong-import-position
+
+BIN = pathlib.Path(sys.executable).parent
+NOOP_DIR = HERE / "noop_cache" / "_returners"
+RABBITMQ_URL = os.environ.get("RELAY_TEST_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672//")
+REDIS_URL = os.environ.get("RELAY_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+MYSQL_HOST = os.environ.get("RELAY_TEST_MYSQL_HOST", "127.0.0.1")
+MYSQL_PORT = int(os.environ.get("RELAY_TEST_MYSQL_PORT", "3306"))
+MASTER_ID = "headline-master"
+
+VARIANTS = {
+    "noop": {"label": "no-op job cache (ceiling)", "cache": "noop_cache"},
+    "local_cache": {"label": "local_cache (Salt default)", "cache": "local_cache"},
+    "saltext_mysql": {"label": "saltext-mysql on MariaDB", "cache": "mysql"},
+    "relay_rabbitmq": {"label": "relay, RabbitMQ + MariaDB", "cache": "relay", "broker": RABBITMQ_URL, "db": "mariadb"},
+    "relay_redis": {"label": "relay, Redis + MariaDB", "cache": "relay", "broker": REDIS_URL, "db": "mariadb"},
+    "relay_embedded": {"label": "relay embedded (SQLite)", "cache": "relay", "db": "sqlite"},
+}
+PAYLOADS = ("ping", "state")
+
+
+def log(msg):
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+# --- /proc -------------------------------------------------------------------------------------
+
+
+def _stat_fields(pid):
+    try:
+        return pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+
+
+def proc_tree(pid):
+    children = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            fields = _stat_fields(entry)
+            if fields:
+                children.setdefault(int(fields[1]), []).append(int(entry))
+    found, todo = [], [pid]
+    while todo:
+        for kid in children.get(todo.pop(), []):
+            found.append(kid)
+            todo.append(kid)
+    return found
+
+
+def cpu_of(pids):
+    """{pid: utime+stime seconds} of the live ones."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out = {}
+    for pid in pids:
+        fields = _stat_fields(pid)
+        if fields:
+            out[pid] = (int(fields[11]) + int(fields[12])) / tick
+    return out
+
+
+def cpu_delta(before, after):
+    return sum(value - before.get(pid, 0.0) for pid, value in after.items())
+
+
+def find_pids(names):
+    pids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                if pathlib.Path(f"/proc/{entry}/comm").read_text().strip() in names:
+                    pids.append(int(entry))
+            except OSError:
+                pass
+    return pids
+
+
+def loadavg():
+    return float(pathlib.Path("/proc/loadavg").read_text().split()[0])
+
+
+def free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def stop_process(proc, name, timeout=30):
+    """SIGTERM one process we started, SIGKILL it and its leftover descendants (by pid) after ``timeout``."""
+    if proc is None:
+        return
+    kids = proc_tree(proc.pid) if proc.poll() is None else []
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        log(f"{name} (pid {proc.pid}) did not stop within {timeout} s: SIGKILL")
+        proc.kill()
+        proc.wait(timeout=10)
+    deadline = time.monotonic() + 10
+    for pid in kids:
+        while pathlib.Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+            fields = _stat_fields(pid)
+            if not fields or fields[0] == "Z":
+                break
+            time.sleep(0.1)
+        else:
+            if pathlib.Path(f"/proc/{pid}").exists():
+                log(f"{name}: leftover child {pid}: SIGKILL")
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+
+
+# --- servers -----------------------------------------------------------------------------------
+
+
+def mysql_admin():
+    import pymysql  # pylint: disable=import-outside-toplevel
+
+    return pymysql.connect(host=MYSQL_HOST, port=MYSQL_PORT, user="root", password="", connect_timeout=5, autocommit=True)
+
+
+def delete_queues(url, *names):
+    import kombu  # pylint: disable=import-outside-toplevel
+
+    from salt_engine_lib import broker  # pylint: disable=import-outside-toplevel
+
+    with kombu.Connection(url, connect_timeout=5) as conn:
+        for name in names:
+            with contextlib.suppress(Exception):
+                broker.queue(name).bind(conn.channel()).delete()
+
+
+def _epoch(value):
+    if isinstance(value, str):
+        value = datetime.datetime.fromisoformat(value)
+    return value.replace(tzinfo=datetime.timezone.utc).timestamp()
+
+
+def percentile(values, q):
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+
+
+def make_jids(count, after=None):
+    """``count`` distinct Salt jids (UTC ``YYYYMMDDhhmmssffffff``), all later than ``after``."""
+    base = datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)
+    if after is not None:
+        base = max(base, datetime.datetime.strptime(after, "%Y%m%d%H%M%S%f") + datetime.timedelta(microseconds=1))
+    return [(base + datetime.timedelta(microseconds=i)).strftime("%Y%m%d%H%M%S%f") for i in range(count)]
+
+
+# --- one run of one variant ---------------------------------------------------------------------
+
+
+class Bench:
+    def __init__(self, name, args, key_dir, ids):
+        self.name = name
+        self.spec = VARIANTS[name]
+        self.args = args
+        self.key_dir = key_dir
+        self.ids = ids
+        self.root = pathlib.Path(tempfile.mkdtemp(prefix="hl-", dir="/tmp"))
+        self.conf_dir = self.root / "conf"
+        self.cachedir = self.root / "cache"
+        self.master_log = self.root / "logs" / "master.log"
+        self.master = self.worker = None
+        self.senders = []  # (process, conn)
+        self.mysql_db = self.relay_db = None
+        self.database_url = None
+        self.queue = f"headline-{uuid.uuid4().hex[:12]}" if self.spec.get("broker") else None
+        self.mminion = None
+        self.engine_pid = None
+        self.stamps = {}
+        self.last_jid = None
+        self.db_pids = find_pids({"mariadbd", "mysqld"})
+
+    # -- setup ----------------------------------------------------------------------------------
+
+    def start(self):
+        import yaml  # pylint: disable=import-outside-toplevel
+
+        for sub in ("conf", "pki", "cache", "sock", "srv/salt", "srv/pillar", "extmods", "logs", "mpki", "mcache"):
+            (self.root / sub).mkdir(parents=True, exist_ok=True)
+        self.ret_port = free_port()
+        config = {
+            "id": MASTER_ID,
+            "user": "root",
+            "interface": "127.0.0.1",
+            "publish_port": free_port(),
+            "ret_port": self.ret_port,
+            "root_dir": str(self.root),
+            "pki_dir": str(self.root / "pki"),
+            "cachedir": str(self.cachedir),
+            "sock_dir": str(self.root / "sock"),
+            "extension_modules": str(self.root / "extmods"),
+            "pidfile": str(self.root / "master.pid"),
+            "log_file": str(self.master_log),
+            "log_level_logfile": "warning",
+            "file_roots": {"base": [str(self.root / "srv" / "salt")]},
+            "pillar_roots": {"base": [str(self.root / "srv" / "pillar")]},
+            "auto_accept": False,
+            "master_job_cache": self.spec["cache"],
+        }
+        cache = self.spec["cache"]
+        if cache == "noop_cache":
+            config["returner_dirs"] = [str(NOOP_DIR)]
+        elif cache == "mysql":
+            import _saltext_mysql  # pylint: disable=import-outside-toplevel
+
+            with contextlib.closing(mysql_admin()) as admin:
+                self.mysql_db = _saltext_mysql.create_database(admin)
+            config.update(_saltext_mysql.opts(self.mysql_db))
+        elif cache == "relay":
+            if self.spec["db"] == "mariadb":
+                self.relay_db = f"relay_bench_headline_{uuid.uuid4().hex[:8]}"
+                with contextlib.closing(mysql_admin()) as admin, admin.cursor() as cursor:
+                    cursor.execute(f"CREATE DATABASE `{self.relay_db}` CHARACTER SET utf8mb4")
+                self.database_url = f"mysql+pymysql://root@{MYSQL_HOST}:{MYSQL_PORT}/{self.relay_db}"
+            else:
+                self.database_url = f"sqlite:///{self.root / 'relay.db'}"
+            from salt_engine_lib.store import Store  # pylint: disable=import-outside-toplevel
+
+            Store(self.database_url).engine  # pylint: disable=expression-not-assigned  # schema, before the master
+            relay = {"database_url": self.database_url}
+            if self.spec.get("broker"):
+                relay.update(broker_url=self.spec["broker"], queue=self.queue, dead_letter_queue=f"{self.queue}.dlq")
+            config["engines"] = [{"relay": {}}]
+            config["relay"] = relay
+        (self.conf_dir / "master").write_text(yaml.safe_dump(config))
+        driver.accept_keys(self.root / "pki", self.key_dir, self.ids)
+        log(f"{self.name}: starting salt-master in {self.root}")
+        self.master = subprocess.Popen(
+            [str(BIN / "salt-master"), "-c", str(self.conf_dir), "-l", "warning"],
+            stdout=open(self.root / "logs" / "master.out", "wb"), stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        if self.spec.get("broker"):
+            self.worker = subprocess.Popen(
+                [str(BIN / "salt-relay"), "-c", str(self.conf_dir), "-l", "warning", "worker"],
+                stdout=open(self.root / "logs" / "worker.log", "wb"), stderr=subprocess.STDOUT, start_new_session=True,
+            )
+        # ping2x (the bottleneck check) needs twice the senders; the others only --senders.
+        # Spawned now: their imports overlap the master's start; they sign in once it answers.
+        self._spawn_senders(self.args.senders * (2 if self.name in self.args.check_variants else 1))
+        self._wait_master()
+        if cache == "relay":
+            self._wait_engine()
+        self._wait_senders()
+        import salt.config  # pylint: disable=import-outside-toplevel
+        import salt.minion  # pylint: disable=import-outside-toplevel
+
+        self.opts = salt.config.master_config(str(self.conf_dir / "master"))
+        self.mminion = salt.minion.MasterMinion(self.opts, states=False, rend=False, matcher=False)
+        # Warm-up (not measured): every MWorker loads the job cache, every channel sends once.
+        self.phase("warmup", "ping", len(self.senders), len(self.senders) * len(self.ids) * 2, measure=False)
+
+    def _wait_master(self, timeout=120):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.master.poll() is not None:
+                raise RuntimeError(f"salt-master exited ({self.master.returncode}); see {self.root}/logs")
+            if (self.root / "pki" / "master.pub").exists():
+                with socket.socket() as sock:
+                    sock.settimeout(1)
+                    if sock.connect_ex(("127.0.0.1", self.ret_port)) == 0:
+                        return
+            time.sleep(0.2)
+        raise RuntimeError(f"salt-master did not open ret_port {self.ret_port} within {timeout} s")
+
+    def _wait_engine(self, timeout=120):
+        stats = self.cachedir / "relay" / "engine-stats.json"
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.worker is not None and self.worker.poll() is not None:
+                raise RuntimeError(f"salt-relay worker exited ({self.worker.returncode}); see {self.root}/logs/worker.log")
+            with contextlib.suppress(OSError, ValueError):
+                data = json.loads(stats.read_text())
+                if pathlib.Path(f"/proc/{data['pid']}").exists():
+                    self.engine_pid = data["pid"]
+                    log(f"{self.name}: relay engine up (pid {data['pid']}, {data['mode']} mode)")
+                    return
+            time.sleep(0.2)
+        raise RuntimeError(f"the relay engine did not write {stats} within {timeout} s")
+
+    def _spawn_senders(self, count):
+        self.spawned_at = time.monotonic()
+        ctx = multiprocessing.get_context("spawn")
+        for index in range(count):
+            parent, child = ctx.Pipe()
+            spec = {"index": index, "ids": self.ids, "key_dir": str(self.key_dir),
+                    "pki_base": str(self.root / "mpki" / f"s{index}"), "cachedir": str(self.root / "mcache" / f"s{index}"),
+                    "ret_port": self.ret_port, "state_kb": self.args.state_kb, "timeout": self.args.request_timeout,
+                    "channels_per_minion": self.args.channels}
+            proc = ctx.Process(target=driver.sender_main, args=(child, spec), daemon=True)
+            proc.start()
+            self.senders.append((proc, parent))
+
+    def _wait_senders(self):
+        started, count = self.spawned_at, len(self.senders)
+        timings = []
+        for proc, conn in self.senders:
+            if not conn.poll(300):
+                raise RuntimeError(f"sender {proc.pid} did not sign in within 300 s")
+            reply = conn.recv()
+            if "fatal" in reply:
+                raise RuntimeError(f"sender {proc.pid}: {reply['fatal']}")
+            if reply["auth_errors"]:
+                raise RuntimeError(f"sender {proc.pid}: sign-in failed: {list(reply['auth_errors'].items())[:3]}")
+            timings.append(f"{reply['setup_seconds']:.1f}+{reply['auth_seconds']:.1f}")
+        log(f"{self.name}: {count} senders x {len(self.ids)} minions signed in ({time.monotonic() - started:.1f} s; "
+            f"per sender channel setup + sign-in s: {', '.join(timings)})")
+
+    # -- publishing, counting -------------------------------------------------------------------
+
+    def publish(self, jids, payload):
+        cache = self.spec["cache"]
+        prep, save = self.mminion.returners[f"{cache}.prep_jid"], self.mminion.returners[f"{cache}.save_load"]
+        fun = "test.ping" if payload == "ping" else "state.apply"
+        for jid in jids:
+            load = {"cmd": "publish", "tgt": "hl-minion-*", "tgt_type": "glob", "fun": fun, "arg": [], "ret": "",
+                    "jid": jid, "user": "root", "kwargs": {"show_timeout": True, "show_jid": False, "delimiter": ":"}}
+            prep(nocache=False, passed_jid=jid)
+            save(jid, load, list(self.ids))
+
+    def stored_pairs(self, jids):
+        """({(jid, minion): rows}, {(jid, minion): stored_at epoch}) or (None, None) when not countable."""
+        cache = self.spec["cache"]
+        lo, hi = min(jids), max(jids)
+        if cache == "noop_cache":
+            return None, None
+        if cache == "local_cache":
+            pairs = {}
+            hash_type = self.opts.get("hash_type", "sha256")
+            for jid in jids:
+                digest = hashlib.new(hash_type, jid.encode()).hexdigest()
+                jdir = self.cachedir / "jobs" / digest[:2] / digest[2:]
+                for mid in self.ids:
+                    if (jdir / mid / "return.p").exists():
+                        pairs[(jid, mid)] = 1
+            return pairs, None
+        if cache == "mysql":
+            with contextlib.closing(mysql_admin()) as conn, conn.cursor() as cursor:
+                cursor.execute(f"SELECT jid, id, COUNT(*) FROM `{self.mysql_db}`.salt_returns "
+                               "WHERE jid >= %s AND jid <= %s GROUP BY jid, id", (lo, hi))
+                return {(jid, mid): n for jid, mid, n in cursor.fetchall()}, None
+        import sqlalchemy as sa  # pylint: disable=import-outside-toplevel
+
+        engine = sa.create_engine(self.database_url, future=True).execution_options(isolation_level="AUTOCOMMIT")
+        try:
+            with engine.connect() as conn:
+                rows = conn.execute(sa.text("SELECT jid, minion_id, stored_at, document FROM returns "
+                                            "WHERE jid >= :lo AND jid <= :hi"), {"lo": lo, "hi": hi}).all()
+        finally:
+            engine.dispose()
+        self.stamps = {}
+        for row in rows:
+            # ``_stamp``: when the master's MWorker fired the return's event, just before
+            # it called the job cache (``salt.utils.job.store_job``): the acceptance time.
+            with contextlib.suppress(Exception):
+                document = json.loads(row[3]) if isinstance(row[3], (str, bytes)) else row[3]
+                self.stamps[(row[0], row[1])] = datetime.datetime.fromisoformat(document["_stamp"]).replace(
+                    tzinfo=datetime.timezone.utc).timestamp()
+        return {(r[0], r[1]): 1 for r in rows}, {(r[0], r[1]): _epoch(r[2]) for r in rows}
+
+    def settle(self, jids, acked):
+        """Poll until the stored returns stop changing (relay writes behind); the last (pairs, times)."""
+        if self.spec["cache"] != "relay":
+            return self.stored_pairs(jids)
+        deadline = time.monotonic() + self.args.settle_timeout
+        last, changed_at = None, time.monotonic()
+        while True:
+            pairs, times = self.stored_pairs(jids)
+            if len(pairs) >= acked:
+                return pairs, times
+            if last is None or len(pairs) != last:
+                last, changed_at = len(pairs), time.monotonic()
+            if time.monotonic() - changed_at > self.args.settle or time.monotonic() > deadline:
+                log(f"{self.name}: stored {len(pairs)} of {acked} acknowledged returns and no progress; counting now")
+                return pairs, times
+            time.sleep(0.25)
+
+    # -- one phase ------------------------------------------------------------------------------
+
+    def phase(self, label, payload, senders, returns, measure=True):
+        n = len(self.ids)
+        jobs = -(-returns // n)
+        jids = make_jids(jobs, self.last_jid)
+        self.last_jid = jids[-1]
+        self.publish(jids, payload)
+        active = self.senders[:senders]
+        share = [jids[k::senders] for k in range(senders)]
+        master_pids = lambda: [self.master.pid] + proc_tree(self.master.pid)  # noqa: E731
+        worker_pids = lambda: ([self.worker.pid] + proc_tree(self.worker.pid)) if self.worker else []  # noqa: E731
+        load1 = loadavg()
+        engine_pids = [self.engine_pid] if self.engine_pid else []
+        cpu0 = (cpu_of(master_pids()), cpu_of(worker_pids()), cpu_of(self.db_pids), cpu_of(engine_pids))
+        t0 = time.time() + 0.3
+        for (_, conn), mine in zip(active, share):
+            conn.send({"cmd": "send", "jids": mine, "payload": payload, "t0": t0})
+        replies = []
+        for proc, conn in active:
+            if not conn.poll(self.args.request_timeout + 600):
+                raise RuntimeError(f"sender {proc.pid} did not finish the {label} phase")
+            reply = conn.recv()
+            if "fatal" in reply:
+                raise RuntimeError(f"sender {proc.pid}: {reply['fatal']}")
+            replies.append(reply)
+        cpu_sent = (cpu_of(master_pids()),)
+        acked = sum(r["acked"] for r in replies)
+        failed = sum(r["failed"] for r in replies)
+        last_ack = max(r["last_ack"] for r in replies)
+        wall = last_ack - t0
+        if not measure:
+            return None
+        ack_times = {}
+        for k, reply in enumerate(replies):
+            for j_index, m_index, when in reply["acks"]:
+                ack_times[(share[k][j_index], self.ids[m_index])] = when
+        pairs, times = self.settle(jids, acked)
+        settled = time.time()
+        cpu1 = (cpu_of(master_pids()), cpu_of(worker_pids()), cpu_of(self.db_pids), cpu_of(engine_pids))
+        errors = {}
+        for reply in replies:
+            for key, count in reply["errors"].items():
+                errors[key] = errors.get(key, 0) + count
+        result = {
+            "phase": label, "payload": payload, "senders": senders, "in_flight": senders * n * self.args.channels, "jobs": jobs,
+            "sent": jobs * n, "acked": acked, "failed": failed, "send_errors": errors, "wall_s": wall,
+            "returns_per_s": acked / wall if wall > 0 else None, "settle_s": settled - last_ack,
+            "loadavg_1m": load1,
+            "sender_cpu_s": [r["cpu"] for r in replies],
+            "sender_cpu_util": [r["cpu"] / r["wall"] if r["wall"] else None for r in replies],
+        }
+        per_k = 1000.0 / acked if acked else None
+        master_cpu = cpu_delta(cpu0[0], cpu1[0])
+        result["master_cpu_s"] = master_cpu
+        result["master_cpu_s_during_send"] = cpu_delta(cpu0[0], cpu_sent[0])
+        result["master_cores_during_send"] = result["master_cpu_s_during_send"] / wall if wall > 0 else None
+        result["master_cpu_per_1k"] = master_cpu * per_k if per_k else None
+        result["worker_cpu_per_1k"] = cpu_delta(cpu0[1], cpu1[1]) * per_k if (per_k and self.worker) else None
+        result["engine_cpu_per_1k"] = cpu_delta(cpu0[3], cpu1[3]) * per_k if (per_k and engine_pids) else None
+        result["db_cpu_per_1k"] = cpu_delta(cpu0[2], cpu1[2]) * per_k if (per_k and self.db_pids) else None
+        if pairs is None:
+            result.update(stored=None, lost=None, doubled=None, unacked_stored=None)
+        else:
+            result["stored"] = sum(1 for key in ack_times if key in pairs)
+            result["lost"] = len(ack_times) - result["stored"]
+            result["doubled"] = sum(count - 1 for count in pairs.values())
+            result["unacked_stored"] = sum(1 for key in pairs if key not in ack_times)
+        if times:
+            lags = [times[key] - when for key, when in ack_times.items() if key in times]
+            result["lag_p50_s"] = percentile(lags, 0.5)
+            result["lag_p99_s"] = percentile(lags, 0.99)
+            result["lag_max_s"] = max(lags) if lags else None
+            stamped = [times[key] - self.stamps[key] for key in ack_times if key in times and key in self.stamps]
+            result["lag_stamp_p50_s"] = percentile(stamped, 0.5)
+            result["lag_stamp_p99_s"] = percentile(stamped, 0.99)
+            result["lag_stamp_max_s"] = max(stamped) if stamped else None
+        log(f"{self.name} {label}: {acked}/{jobs * n} acked ({failed} failed) in {wall:.2f} s = "
+            f"{result['returns_per_s']:.0f}/s, master {result['master_cpu_per_1k']:.2f} CPU-s/1k, "
+            f"stored {result.get('stored')} lost {result.get('lost')} doubled {result.get('doubled')}"
+            + (f", lag from ack p50 {result['lag_p50_s']:.3f} s p99 {result['lag_p99_s']:.3f} s" if result.get("lag_p50_s") is not None else "")
+            + (f", from _stamp p50 {result['lag_stamp_p50_s']:.3f} s p99 {result['lag_stamp_p99_s']:.3f} s"
+               if result.get("lag_stamp_p50_s") is not None else "")
+            + f" (load {load1:.1f})")
+        return result
+
+    # -- end of run -----------------------------------------------------------------------------
+
+    def list_jobs_filter(self):
+        started = time.monotonic()
+        proc = subprocess.run([str(BIN / "salt-run"), "-c", str(self.conf_dir), "--out", "json", "jobs.list_jobs_filter", "50"],
+                              capture_output=True, text=True, timeout=600, check=False)
+        wall = time.monotonic() - started
+        try:
+            listed = len(json.loads(proc.stdout))
+        except ValueError:
+            listed = None
+        return {"wall_s": wall, "returncode": proc.returncode, "listed": listed,
+                "stderr": proc.stderr.strip()[-500:] if proc.returncode else ""}
+
+    def log_problems(self):
+        found = {"ERROR": 0, "CRITICAL": 0, "Traceback": 0}
+        first = []
+        for path in (self.master_log, self.root / "logs" / "master.out", self.root / "logs" / "worker.log"):
+            try:
+                text = path.read_text(errors="replace")
+            except OSError:
+                continue
+            for line in text.splitlines():
+                for mark in found:
+                    if f"[{mark}" in line or (mark == "Traceback" and line.startswith("Traceback")):
+                        found[mark] += 1
+                        if len(first) < 8 and line[24:] not in {f[1][24:] for f in first}:
+                            first.append((path.name, line[:400]))
+        relay_dead = list((self.cachedir / "relay" / "dead-letters").glob("*.jsonl"))
+        return {"counts": found, "first": first, "relay_dead_letter_files": [p.name for p in relay_dead]}
+
+    def stop(self):
+        for proc, conn in self.senders:
+            with contextlib.suppress(Exception):
+                conn.send({"cmd": "quit"})
+        for proc, _ in self.senders:
+            proc.join(10)
+            if proc.is_alive():
+                proc.terminate()
+                proc.join(5)
+        stop_process(self.worker, "salt-relay worker")
+        stop_process(self.master, "salt-master", timeout=40)
+
+    def cleanup(self):
+        try:
+            from salt_engine_lib.store import connection  # pylint: disable=import-outside-toplevel
+
+            connection.dispose_all()
+        except Exception:  # pylint: disable=broad-except
+            pass
+        if self.mminion is not None:
+            with contextlib.suppress(Exception):
+                self.mminion.destroy()
+            self.mminion = None
+        for name in (self.mysql_db, self.relay_db):
+            if name:
+                try:
+                    with contextlib.closing(mysql_admin()) as admin, admin.cursor() as cursor:
+                        cursor.execute(f"DROP DATABASE IF EXISTS `{name}`")
+                except Exception as err:  # pylint: disable=broad-except
+                    log(f"could not drop database {name}: {err}")
+        if self.queue:
+            try:
+                delete_queues(self.spec["broker"], self.queue, f"{self.queue}.dlq")
+            except Exception as err:  # pylint: disable=broad-except
+                log(f"could not delete queue {self.queue}: {err}")
+        if not self.args.keep:
+            shutil.rmtree(self.root, ignore_errors=True)
+
+
+def run_variant(name, args, key_dir, ids, run_index):
+    bench = Bench(name, args, key_dir, ids)
+    out = {"variant": name, "run": run_index, "root": str(bench.root), "phases": {}}
+    try:
+        bench.start()
+        for payload in PAYLOADS:
+            out["phases"][payload] = bench.phase(payload, payload, args.senders, args.returns)
+        if name in args.check_variants:
+            out["phases"]["ping2x"] = bench.phase("ping2x", "ping", 2 * args.senders, args.returns)
+        out["list_jobs_filter"] = bench.list_jobs_filter()
+        log(f"{name}: salt-run jobs.list_jobs_filter 50: {out['list_jobs_filter']['wall_s']:.2f} s, "
+            f"rc {out['list_jobs_filter']['returncode']}, {out['list_jobs_filter']['listed']} jobs")
+    except Exception as err:  # pylint: disable=broad-except
+        out["error"] = f"{type(err).__name__}: {err}"
+        log(f"{name}: FAILED: {out['error']}")
+    finally:
+        # A SIGTERM now (see main) must not cut the teardown short: the temp root is only
+        # removed once the master and the worker are stopped.
+        previous = signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        try:
+            bench.stop()
+            out["log"] = bench.log_problems()
+            if out["log"]["counts"]["ERROR"] or out["log"]["counts"]["CRITICAL"] or out["log"]["counts"]["Traceback"]:
+                log(f"{name}: log problems {out['log']['counts']}: {out['log']['first'][:3]}")
+            bench.cleanup()
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+    return out
+
+
+# --- report --------------------------------------------------------------------------------------
+
+
+def median(values):
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
+
+
+def summarize(results, variants):
+    summary = {}
+    for name in variants:
+        runs = [r for r in results if r["variant"] == name and "error" not in r]
+        entry = {"runs": len(runs), "failed_runs": sum(1 for r in results if r["variant"] == name and "error" in r)}
+        for phase in ("ping", "state", "ping2x"):
+            rows = [r["phases"][phase] for r in runs if r["phases"].get(phase)]
+            if not rows:
+                continue
+            entry[phase] = {key: median([row.get(key) for row in rows]) for key in (
+                "returns_per_s", "master_cpu_per_1k", "engine_cpu_per_1k", "worker_cpu_per_1k", "db_cpu_per_1k", "lag_p50_s", "lag_p99_s",
+                "lag_stamp_p50_s", "lag_stamp_p99_s",
+                "loadavg_1m", "settle_s", "master_cores_during_send")}
+            for key in ("acked", "failed", "stored", "lost", "doubled", "sent"):
+                values = [row.get(key) for row in rows]
+                entry[phase][key] = None if any(v is None for v in values) else sum(values)
+            entry[phase]["sender_cpu_util_max"] = max(max(u for u in row["sender_cpu_util"] if u is not None) for row in rows)
+        ljf = [r["list_jobs_filter"] for r in runs if r.get("list_jobs_filter")]
+        entry["list_jobs_filter_s"] = median([x["wall_s"] for x in ljf])
+        entry["list_jobs_filter_listed"] = [x["listed"] for x in ljf]
+        entry["list_jobs_filter_rc"] = [x["returncode"] for x in ljf]
+        entry["log_errors"] = sum(r["log"]["counts"]["ERROR"] + r["log"]["counts"]["CRITICAL"]
+                                  for r in results if r["variant"] == name and r.get("log"))
+        summary[name] = entry
+    return summary
+
+
+def _fmt(value, spec=".0f", none="-"):
+    return none if value is None else format(value, spec)
+
+
+def _ratio(value, base):
+    return None if value is None or not base else value / base
+
+
+def table(summary):
+    lines = []
+    head = ("| variant | payload | returns/s | x no-op | x saltext-mysql | master CPU-s /1k | x no-op | x saltext-mysql "
+            "| of which relay engine | worker CPU-s /1k | mariadbd CPU-s /1k | acked (of sent), sum of runs | stored | lost | doubled "
+            "| lag p50 / p99 (s) from `_stamp` | from sender ack |")
+    lines.append(head)
+    lines.append("|" + " --- |" * (head.count("|") - 1))
+    for payload in PAYLOADS:
+        base = summary.get("noop", {}).get(payload, {})
+        ref = summary.get("saltext_mysql", {}).get(payload, {})
+        for name, entry in summary.items():
+            row = entry.get(payload)
+            if not row:
+                lines.append(f"| {VARIANTS[name]['label']} | {payload} | failed | | | | | | | | | | | | | | |")
+                continue
+            lag = "-" if row.get("lag_p50_s") is None else f"{row['lag_p50_s']:.2f} / {row['lag_p99_s']:.2f}"
+            lag_stamp = "-" if row.get("lag_stamp_p50_s") is None else \
+                f"{row['lag_stamp_p50_s']:.2f} / {row['lag_stamp_p99_s']:.2f}"
+            stored = "n/a" if row["stored"] is None else str(row["stored"])
+            lost = "n/a" if row["lost"] is None else str(row["lost"])
+            doubled = "n/a" if row["doubled"] is None else str(row["doubled"])
+            if name.startswith("relay") and row["doubled"] is not None:
+                doubled += " (PK)"
+            if name == "local_cache" and row["doubled"] is not None:
+                doubled = "n/a"
+            lines.append(
+                f"| {VARIANTS[name]['label']} | {payload} | {_fmt(row['returns_per_s'])} "
+                f"| {_fmt(_ratio(row['returns_per_s'], base.get('returns_per_s')), '.2f')} "
+                f"| {_fmt(_ratio(row['returns_per_s'], ref.get('returns_per_s')), '.2f')} "
+                f"| {_fmt(row['master_cpu_per_1k'], '.2f')} "
+                f"| {_fmt(_ratio(row['master_cpu_per_1k'], base.get('master_cpu_per_1k')), '.2f')} "
+                f"| {_fmt(_ratio(row['master_cpu_per_1k'], ref.get('master_cpu_per_1k')), '.2f')} "
+                f"| {_fmt(row['engine_cpu_per_1k'], '.2f')} | {_fmt(row['worker_cpu_per_1k'], '.2f')} | {_fmt(row['db_cpu_per_1k'], '.2f')} "
+                f"| {row['acked']} ({row['sent']}) | {stored} | {lost} | {doubled} | {lag_stamp} | {lag} |")
+    lines.append("")
+    lines.append("| variant | ping returns/s, S senders | 2S senders (2x in flight) | ratio | master cores used, S / 2S "
+                 "| max sender CPU use | `salt-run jobs.list_jobs_filter 50` (s) | jobs listed | master log ERROR+CRITICAL |")
+    lines.append("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    for name, entry in summary.items():
+        one, two = entry.get("ping") or {}, entry.get("ping2x") or {}
+        util = max([u for u in (one.get("sender_cpu_util_max"), two.get("sender_cpu_util_max")) if u is not None], default=None)
+        lines.append(
+            f"| {VARIANTS[name]['label']} | {_fmt(one.get('returns_per_s'))} | {_fmt(two.get('returns_per_s'))} "
+            f"| {_fmt(_ratio(two.get('returns_per_s'), one.get('returns_per_s')), '.2f')} "
+            f"| {_fmt(one.get('master_cores_during_send'), '.2f')} / {_fmt(two.get('master_cores_during_send'), '.2f')} "
+            f"| {_fmt(util, '.0%')} "
+            f"| {_fmt(entry.get('list_jobs_filter_s'), '.2f')} | {entry.get('list_jobs_filter_listed')} | {entry['log_errors']} |")
+    return "\n".join(lines)
+
+
+def machine():
+    info = {"python": platform.python_version(), "cores": os.cpu_count()}
+    with contextlib.suppress(OSError):
+        for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                info["cpu"] = line.split(":", 1)[1].strip()
+                break
+    with contextlib.suppress(OSError):
+        for line in pathlib.Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal"):
+                info["ram_gib"] = round(int(line.split()[1]) / 1024 / 1024, 1)
+    import salt.version  # pylint: disable=import-outside-toplevel
+
+    info["salt"] = salt.version.__version__
+    with contextlib.suppress(Exception):
+        from importlib.metadata import version  # pylint: disable=import-outside-toplevel
+
+        info["saltext.mysql"] = version("saltext.mysql")
+    return info
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=int, default=3, help="runs per variant; the table shows medians (default 3)")
+    parser.add_argument("--returns", type=int, default=5000, help="returns per variant and payload (default 5000)")
+    parser.add_argument("--minions", type=int, default=None, help="minion ids, each with its own key (default 50; --quick: 10)")
+    parser.add_argument("--senders", type=int, default=2, help="sender processes; ping2x uses twice as many (default 2)")
+    parser.add_argument("--channels", type=int, default=4,
+                        help="request channels per minion id in each sender (requests in flight = senders x minions x "
+                             "channels; default 4)")
+    parser.add_argument("--state-kb", type=int, default=20, help="size of the state payload (default 20 KB)")
+    parser.add_argument("--variants", default=",".join(VARIANTS), help=f"comma list of {', '.join(VARIANTS)}")
+    parser.add_argument("--check-variants", default=None,
+                        help="variants that also run ping2x, the bottleneck check (default: all; --quick: noop)")
+    parser.add_argument("--request-timeout", type=int, default=300, help="seconds before a send counts as failed")
+    parser.add_argument("--settle", type=float, default=20.0, help="relay: seconds without new rows before counting")
+    parser.add_argument("--settle-timeout", type=float, default=300.0)
+    parser.add_argument("--quick", action="store_true", help="1 run, 400 returns, 10 minions, ping2x on noop only")
+    parser.add_argument("--json", help="write every run and the summary here")
+    parser.add_argument("--keep", action="store_true", help="keep the temp roots (logs) for inspection")
+    args = parser.parse_args(argv)
+    variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+    unknown = [v for v in variants if v not in VARIANTS]
+    if unknown:
+        parser.error(f"unknown variants {unknown}")
+    if args.quick:
+        args.runs = 1
+        args.returns = min(args.returns, 400)
+        args.settle = min(args.settle, 10.0)
+        args.minions = args.minions or 10
+    args.minions = args.minions or 50
+    if args.check_variants is None:
+        args.check_variants = "noop" if args.quick else ",".join(VARIANTS)
+    args.check_variants = {v.strip() for v in args.check_variants.split(",")}
+
+    def interrupt(_signum, _frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)  # stop early, clean up, report what finished
+    started = time.time()
+    info = machine()
+    log(f"machine: {info}; load {loadavg():.1f}")
+    keys_root = pathlib.Path(tempfile.mkdtemp(prefix="hl-keys-", dir="/tmp"))
+    ids = driver.minion_ids(args.minions)
+    results = []
+    try:
+        t = time.monotonic()
+        driver.generate_keys(keys_root, ids)
+        log(f"{len(ids)} minion key pairs generated in {time.monotonic() - t:.1f} s")
+        for run_index in range(args.runs):
+            for name in variants:
+                results.append(run_variant(name, args, keys_root, ids, run_index))
+                if args.json:  # after every variant run, so an interrupted run leaves what it measured
+                    write_json(args, info, started, results, variants, partial=True)
+    except KeyboardInterrupt:
+        log("interrupted: reporting what finished")
+    finally:
+        shutil.rmtree(keys_root, ignore_errors=True)
+    summary = summarize(results, variants)
+    text = table(summary)
+    elapsed = time.time() - started
+    print(f"\nHeadline benchmark: {args.runs} run(s), {args.returns} returns per variant and payload, "
+          f"{args.minions} minions, {args.senders} senders ({2 * args.senders} for ping2x), {args.state_kb} KB state "
+          f"payload, medians; {elapsed / 60:.1f} min; machine {info}\n")
+    print(text)
+    failed = [r for r in results if "error" in r]
+    for r in failed:
+        print(f"\nFAILED {r['variant']} run {r['run']}: {r['error']}")
+    if args.json:
+        write_json(args, info, started, results, variants, partial=False)
+    return 1 if failed else 0
+
+
+def write_json(args, info, started, results, variants, partial):
+    summary = summarize(results, variants)
+    pathlib.Path(args.json).write_text(json.dumps({
+        "args": {k: (sorted(v) if isinstance(v, set) else v) for k, v in vars(args).items()},
+        "machine": info, "elapsed_s": time.time() - started, "partial": partial, "summary": summary,
+        "runs": results, "table": table(summary),
+    }, indent=1, default=str))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
