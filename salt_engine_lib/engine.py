@@ -13,7 +13,6 @@ import logging
 import os
 import pathlib
 import queue
-import signal
 import threading
 import time
 
@@ -26,6 +25,7 @@ from salt_engine_lib.errors import ConfigError
 from salt_engine_lib.filters import EventFilter
 from salt_engine_lib.deadletters import DeadLetterFile
 from salt_engine_lib.outbox import OutboxDrainer, relay_dir
+from salt_engine_lib.signals import stop_on_signals
 from salt_engine_lib.store import Store
 
 log = logging.getLogger(__name__)
@@ -96,12 +96,7 @@ class RelayEngine:
 
     def install_signal_handlers(self):
         # Salt's own handler os._exit()s the engine: our pending batch would be lost.
-        def handle(signum, _frame):
-            log.info("relay: signal %s received, flushing and stopping", signum)
-            self.stopping.set()
-
-        signal.signal(signal.SIGTERM, handle)
-        signal.signal(signal.SIGINT, handle)
+        stop_on_signals(self.stopping, "flushing and stopping")
 
     def serve_forever(self):
         self.reader.start()

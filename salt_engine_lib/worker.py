@@ -23,6 +23,7 @@ import time
 
 from salt_engine_lib import broker, message, metrics, records
 from salt_engine_lib.errors import DecodeError, StoreError
+from salt_engine_lib.signals import stop_on_signals
 from salt_engine_lib.urls import mask_url
 
 log = logging.getLogger(__name__)
@@ -67,12 +68,7 @@ class Worker:
     # -- running ------------------------------------------------------------
 
     def install_signal_handlers(self):
-        def handle(signum, _frame):
-            log.info("relay worker: signal %s received, finishing the batch and stopping", signum)
-            self.stopping.set()
-
-        signal.signal(signal.SIGTERM, handle)
-        signal.signal(signal.SIGINT, handle)
+        stop_on_signals(self.stopping, "the worker finishes its batch and stops")
 
     def run(self):
         delay = 0.5

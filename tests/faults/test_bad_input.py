@@ -23,12 +23,9 @@ import base64
 import contextlib
 import logging
 import pathlib
-import queue
 import socket
-import time
 import uuid
 
-import msgpack
 import pytest
 import salt.config
 import salt.minion
@@ -56,6 +53,7 @@ from tests.faults.bad_input_pipeline import (
 )
 from tests.pipeline_helpers import WorkerThread, proxied, publish_batches, queue_depth, relay_config, take_all
 from tests.waiting import wait_for
+from tests.fake_bus import FakeReader, feed
 
 HOSTILE = "'; DROP TABLE returns; --"
 # Quotes, backslashes, LIKE wildcards, comment markers, controls, 2- and 4-byte UTF-8.
@@ -352,29 +350,8 @@ def test_bytes_dict_keys_neither_kill_the_worker_nor_lose_the_batch(broker_url, 
 # --- 50 MB: engine -> real broker -> worker --------------------------------------------------
 
 
-class FakeReader:
-    def __init__(self):
-        self.events = queue.Queue()
-        self.overflowed = 0
-
-    def start(self):
-        pass
-
-    def stop(self):
-        pass
-
-
 def make_engine(tmp_path, cfg, sink=None):
     return engine.RelayEngine({"cachedir": str(tmp_path), "id": MASTER}, cfg, reader=FakeReader(), sink=sink)
-
-
-def feed(relay, events):
-    """Bus events through the engine loop into its journal (no forwarder thread)."""
-    for event in events:
-        relay.reader.events.put(event)
-    while not relay.reader.events.empty():
-        relay.step()
-    relay.flush()
 
 
 def forward_all(relay, tries=5):

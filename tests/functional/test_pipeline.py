@@ -3,17 +3,17 @@
 Every test runs once per broker (RabbitMQ, Redis) on its own queue names.
 """
 
-import queue
 
 import pytest
 import sqlalchemy as sa
 
-from salt_engine_lib import broker, engine, forwarder, message
+from salt_engine_lib import broker, engine, message
 from salt_engine_lib.store import Store, queries
 from salt_engine_lib.store.schema import events
 from salt_engine_lib.worker import REASON_HEADER
 from tests.pipeline_helpers import WorkerThread, job_events, proxied, publish_batches, queue_depth, relay_config, take_all
 from tests.waiting import wait_for
+from tests.fake_bus import FakeReader, feed
 
 
 @pytest.fixture
@@ -80,26 +80,6 @@ def test_an_event_the_database_refuses_is_dead_lettered_alone(broker_url, queue_
     assert "refused" in headers[REASON_HEADER]
     assert [tag for tag, _ in message.decode(body).events] == ["salt/job/20261125139999999999/ret/m1"]
     assert queue_depth(broker_url, queue_name) == 0
-
-
-class FakeReader:
-    def __init__(self):
-        self.events = queue.Queue()
-        self.overflowed = 0
-
-    def start(self):
-        pass
-
-    def stop(self):
-        pass
-
-
-def feed(relay, events):
-    for event in events:
-        relay.reader.events.put(event)
-    while not relay.reader.events.empty():
-        relay.step()
-    relay.flush()
 
 
 def test_engine_spools_while_the_broker_is_cut_off_and_replays_in_order(broker_url, queue_name, sqlite_store, tmp_path):

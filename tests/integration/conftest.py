@@ -5,8 +5,6 @@ salt-relay is installed in the test venv (editable), so Salt's loader finds
 """
 
 import pathlib
-import shutil
-import tempfile
 
 import pytest
 

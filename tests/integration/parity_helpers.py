@@ -29,40 +29,14 @@ def fresh_database(dialect, directory):
     built from its helpers: unique names, and an unreachable server skips,
     or fails under ``CI``.
     """
-    name = dbs._unique_name()  # pylint: disable=protected-access
     if dialect == "sqlite":
         try:
-            yield f"sqlite:///{directory}/{name}.db"
+            yield f"sqlite:///{directory}/{dbs._unique_name()}.db"  # pylint: disable=protected-access
         finally:
             connection.dispose_all()
         return
-    if dialect == "mysql":
-        admin = dbs._mysql_admin()  # pylint: disable=protected-access
-        with admin.cursor() as cursor:
-            cursor.execute(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4")
-        admin.close()
-        try:
-            yield f"mysql+pymysql://{dbs.MYSQL_USER}@{dbs.MYSQL_HOST}:{dbs.MYSQL_PORT}/{name}"
-        finally:
-            connection.dispose_all()
-            admin = dbs._mysql_admin()  # pylint: disable=protected-access
-            with admin.cursor() as cursor:
-                cursor.execute(f"DROP DATABASE IF EXISTS `{name}`")
-            admin.close()
-        return
-    if dialect == "postgresql":
-        admin = dbs._postgresql_admin()  # pylint: disable=protected-access
-        admin.execute(f'CREATE DATABASE "{name}"')
-        admin.close()
-        try:
-            yield f"postgresql+psycopg://{dbs.POSTGRESQL_USER}@{dbs.POSTGRESQL_HOST}:{dbs.POSTGRESQL_PORT}/{name}"
-        finally:
-            connection.dispose_all()
-            admin = dbs._postgresql_admin()  # pylint: disable=protected-access
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-            admin.close()
-        return
-    raise ValueError(f"unknown dialect {dialect}")
+    with dbs.server_database(dialect) as url:
+        yield url
 
 
 # -- a master with its minions --------------------------------------------------

@@ -1,27 +1,13 @@
 """The engine loop and its journal with a fake bus reader and a real SQLite store."""
 
-import queue
 
 import pytest
 
 from salt_engine_lib import config, engine, forwarder, message
 from salt_engine_lib.store import Store, queries
+from tests.fake_bus import FakeReader
 
 JID = "20261125120000000001"
-
-
-class FakeReader:
-    def __init__(self, events=()):
-        self.events = queue.Queue()
-        for event in events:
-            self.events.put(event)
-        self.overflowed = 0
-
-    def start(self):
-        pass
-
-    def stop(self):
-        pass
 
 
 class FlakySink(forwarder.StoreSink):
