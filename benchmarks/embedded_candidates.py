@@ -136,7 +136,7 @@ def store_rows(store):
 def rows_of(batch_events, master_id):
     jobs, returns, events = [], [], []
     for tag, data in batch_events:
-        new_jobs, new_returns, new_events = records.rows_from_event(tag, data, master_id)
+        new_jobs, new_returns, new_events, _ = records.rows_from_event(tag, data, master_id)
         jobs += new_jobs
         returns += new_returns
         events += new_events

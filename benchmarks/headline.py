@@ -246,6 +246,33 @@ def percentile(values, q):
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
 
 
+TIMELINE_BUCKET_S = 0.5
+
+
+def timeline(t0, ack_times, stored_times):
+    """Per 0.5 s since the phase started: returns acknowledged, rows stored, and the lag
+    (stored - acknowledged) of the returns acknowledged in that bucket, for ``benchmarks/plot.py``."""
+    def bucket(when):
+        return max(0, int((when - t0) // TIMELINE_BUCKET_S))
+
+    ends = [bucket(w) for w in ack_times.values()] + [bucket(w) for w in stored_times.values()]
+    size = (max(ends) + 1) if ends else 0
+    acked, stored, lags = [0] * size, [0] * size, [[] for _ in range(size)]
+    for key, when in ack_times.items():
+        acked[bucket(when)] += 1
+        if key in stored_times:
+            lags[bucket(when)].append(stored_times[key] - when)
+    for when in stored_times.values():
+        stored[bucket(when)] += 1
+    return {
+        "bucket_s": TIMELINE_BUCKET_S,
+        "acked": acked,
+        "stored": stored,
+        "lag_p50_s": [percentile(v, 0.5) if v else None for v in lags],
+        "lag_max_s": [max(v) if v else None for v in lags],
+    }
+
+
 def make_jids(count, after=None):
     """``count`` distinct Salt jids (UTC ``YYYYMMDDhhmmssffffff``), all later than ``after``."""
     base = datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)
@@ -560,6 +587,7 @@ class Bench:
             result["lag_stamp_p50_s"] = percentile(stamped, 0.5)
             result["lag_stamp_p99_s"] = percentile(stamped, 0.99)
             result["lag_stamp_max_s"] = max(stamped) if stamped else None
+        result["timeline"] = timeline(t0, ack_times, times or {})
         log(f"{self.name} {label}: {acked}/{jobs * n} acked ({failed} failed) in {wall:.2f} s = "
             f"{result['returns_per_s']:.0f}/s, master {result['master_cpu_per_1k']:.2f} CPU-s/1k, "
             f"stored {result.get('stored')} lost {result.get('lost')} doubled {result.get('doubled')}"

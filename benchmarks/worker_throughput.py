@@ -1,12 +1,17 @@
-"""How fast one ``salt-relay worker`` stores from the broker, against saltext-mysql-style writes.
+"""How fast one ``salt-relay worker`` stores from the broker, against saltext-mysql's returner.
 
-Publishes M messages of B ping-sized job-return events straight to a fresh
-queue (as the engine would), then runs one worker in this process until the
-queue is empty, and reports stored returns per second into MariaDB (and
-optionally PostgreSQL / SQLite). The reference is the stock per-return
-pattern (saltext-mysql's returner: one INSERT + COMMIT per return, measured
-here with the same PyMySQL on the same server, since its cost is the round
-trips). Prints medians over --runs and the ratio.
+Publishes M messages of B ping-sized returns straight to a fresh queue, as
+the engine sends them when relay is the master's job cache: per return the
+bus copy (an ``events`` row) and the job cache's record (the ``returns``
+row), so 2 events and 2 rows per return. Then runs one worker in this
+process until the queue is empty, and reports stored returns per second into
+MariaDB (and optionally PostgreSQL / SQLite).
+
+The reference is saltext-mysql's own ``returner()`` (loaded through Salt's
+loader with master opts, on a fresh database with the schema its docstring
+documents) called in a loop in one process with the same ping returns
+(``pip install 'salt-relay[bench]'``). Prints medians over --runs and the
+ratio, and how many masters' return rates one worker covers.
 
     .venv/bin/python benchmarks/worker_throughput.py [--messages 100] [--batch 500] [--runs 3] [--broker rabbitmq|redis] [--db mysql|postgresql|sqlite]
 """
@@ -20,21 +25,28 @@ import uuid
 
 import pymysql
 
-from salt_engine_lib import broker, config, message
+from salt_engine_lib import broker, config, message, records
 from salt_engine_lib.store import Store, connection, queries
 from salt_engine_lib.worker import Worker
 
 BROKERS = {"rabbitmq": "amqp://guest:guest@127.0.0.1:5672//", "redis": "redis://127.0.0.1:6379/0"}
 
 
-def ping_events(count, offset):
-    events = []
+def ping_returns(count, offset):
     for index in range(count):
         jid = f"2026112514{offset + index:010d}"
-        events.append((f"salt/job/{jid}/ret/minion-{index % 1000}", {
-            "fun": "test.ping", "fun_args": [], "id": f"minion-{index % 1000}", "jid": jid,
+        yield {
+            "cmd": "_return", "fun": "test.ping", "fun_args": [], "id": f"minion-{index % 1000}", "jid": jid,
             "return": True, "retcode": 0, "success": True, "_stamp": "2026-11-25T14:00:00.000000",
-        }))
+        }
+
+
+def ping_events(count, offset):
+    """What the engine journals per return when relay is the job cache: bus copy + job cache record."""
+    events = []
+    for ret in ping_returns(count, offset):
+        events.append((f"salt/job/{ret['jid']}/ret/{ret['id']}", ret))
+        events.append((records.JOB_CACHE_RETURN_TAG, ret))
     return events
 
 
@@ -78,7 +90,7 @@ def worker_run(broker_url, dialect, messages, batch, prefetch):
         store.write_batch()  # schema outside the timing
         publisher = broker.Publisher(cfg)
         for number in range(messages):
-            message_id, body = message.encode(ping_events(batch, number * batch), "master-1")
+            message_id, body = message.encode(ping_events(batch, number * batch), "master-1", returns_from_job_cache=True)
             publisher.publish(body, message_id)
         publisher.close()
         worker = Worker(cfg, store)
@@ -86,7 +98,7 @@ def worker_run(broker_url, dialect, messages, batch, prefetch):
         start = time.perf_counter()
         thread.start()
         total = messages * batch
-        while worker.counts["events_stored"] < total:
+        while worker.counts["events_stored"] < 2 * total:
             time.sleep(0.01)
         elapsed = time.perf_counter() - start
         worker.stopping.set()
@@ -101,31 +113,29 @@ def worker_run(broker_url, dialect, messages, batch, prefetch):
     return total / elapsed
 
 
-def per_return_commit_run(count):
-    """The stock returner's write pattern: one INSERT + COMMIT per return (saltext-mysql)."""
-    with Database("mysql") as _url:
-        db = _url.rsplit("/", 1)[1]
-        conn = pymysql.connect(host="127.0.0.1", user="root", database=db)
-        with conn.cursor() as cur:
-            cur.execute(
-                "CREATE TABLE salt_returns (fun varchar(50) NOT NULL, jid varchar(255) NOT NULL, `return` mediumtext NOT NULL, "
-                "id varchar(255) NOT NULL, success varchar(10) NOT NULL, full_ret mediumtext NOT NULL, "
-                "alter_time TIMESTAMP DEFAULT CURRENT_TIMESTAMP, KEY id (id), KEY jid (jid), KEY fun (fun)) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4"
-            )
-        conn.commit()
-        import json
+def saltext_mysql_run(count):
+    """saltext-mysql's returner() in a loop, in this process (its connection is kept in __context__)."""
+    import salt.config  # pylint: disable=import-outside-toplevel
+    import salt.loader  # pylint: disable=import-outside-toplevel
 
-        start = time.perf_counter()
-        for _, data in ping_events(count, 0):
-            with conn.cursor() as cur:
-                conn.ping()  # saltext-mysql pings before each use
-                cur.execute(
-                    "INSERT INTO `salt_returns` (`fun`, `jid`, `return`, `id`, `success`, `full_ret`) VALUES (%s, %s, %s, %s, %s, %s)",
-                    (data["fun"], data["jid"], json.dumps(data["return"]), data["id"], data["success"], json.dumps(data)),
-                )
-            conn.commit()
-        elapsed = time.perf_counter() - start
-        conn.close()
+    import _saltext_mysql  # pylint: disable=import-outside-toplevel
+
+    with pymysql.connect(host="127.0.0.1", user="root", autocommit=True) as admin:
+        database = _saltext_mysql.create_database(admin)
+        try:
+            opts = salt.config.master_config(None)
+            opts.update(_saltext_mysql.opts(database))
+            returner = salt.loader.returners(opts, {})["mysql.returner"]
+            loads = list(ping_returns(count, 0))
+            start = time.perf_counter()
+            for load in loads:
+                returner(load)
+            elapsed = time.perf_counter() - start
+            with admin.cursor() as cursor:
+                cursor.execute(f"SELECT COUNT(*) FROM `{database}`.salt_returns")
+                assert cursor.fetchone()[0] == count
+        finally:
+            _saltext_mysql.drop_database(admin, database)
     return count / elapsed
 
 
@@ -138,17 +148,19 @@ def main():
     parser.add_argument("--broker", choices=sorted(BROKERS), action="append")
     parser.add_argument("--db", choices=["mysql", "postgresql", "sqlite"], action="append")
     parser.add_argument("--stock-returns", type=int, default=3000)
+    parser.add_argument("--master-rate", type=int, default=900,
+                        help="returns/s one master accepts (the headline's no-op ping ceiling here), for the masters-per-worker column")
     args = parser.parse_args()
     brokers = args.broker or ["rabbitmq"]
     dialects = args.db or ["mysql"]
-    stock = statistics.median(per_return_commit_run(args.stock_returns) for _ in range(args.runs))
-    print(f"stock pattern (ping + INSERT + COMMIT per return, MariaDB): {stock:,.0f} returns/s (median of {args.runs})")
-    print(f"{'broker':10} {'database':11} {'returns/s':>11} {'x stock':>8}")
+    stock = statistics.median(saltext_mysql_run(args.stock_returns) for _ in range(args.runs))
+    print(f"saltext-mysql returner() in a loop (MariaDB): {stock:,.0f} returns/s (median of {args.runs})")
+    print(f"{'broker':10} {'database':11} {'returns/s':>11} {'x saltext-mysql':>16}  masters at the headline's no-op ping ceiling")
     for broker_name in brokers:
         for dialect in dialects:
             rates = [worker_run(BROKERS[broker_name], dialect, args.messages, args.batch, args.prefetch) for _ in range(args.runs)]
             rate = statistics.median(rates)
-            print(f"{broker_name:10} {dialect:11} {rate:11,.0f} {rate / stock:8.1f}   (runs: {', '.join(f'{r:,.0f}' for r in rates)})")
+            print(f"{broker_name:10} {dialect:11} {rate:11,.0f} {rate / stock:16.1f}  {rate / args.master_rate:5.1f} at {args.master_rate}/s  (runs: {', '.join(f'{r:,.0f}' for r in rates)})")
 
 
 if __name__ == "__main__":

@@ -15,31 +15,26 @@ import os
 import pathlib
 import threading
 
-from salt_engine_lib import jsonsafe
+from salt_engine_lib import jsonsafe, records
 from salt_engine_lib.errors import StoreError
 
 log = logging.getLogger(__name__)
 
 
-def merge_rows(entries, authoritative_returns=False):
-    """``write_batch`` arguments for ``[(item, (jobs, returns, events)), ...]``."""
-    jobs, returns, events = [], [], []
-    for _item, (new_jobs, new_returns, new_events) in entries:
-        jobs += new_jobs
-        returns += new_returns
-        events += new_events
-    return jobs, returns, events, authoritative_returns
+def merge_rows(entries):
+    """The :class:`records.Rows` of ``[(item, rows), ...]``, for one write."""
+    return records.Rows.merge(rows for _item, rows in entries)
 
 
 def write_isolating(store, items, rows_of, refused):
     """Store ``items`` (one transaction if the database takes them all).
 
-    ``rows_of(items)`` gives ``(jobs, returns, events, authoritative_returns)``;
+    ``rows_of(items)`` gives the :class:`records.Rows` to write;
     ``refused(item, reason)`` receives every item the database refuses alone.
     Raises StoreError when the database is unreachable (nothing is dropped).
     """
     try:
-        store.write_batch(*rows_of(items))
+        store.write_rows(rows_of(items))
         return
     except StoreError as err:
         if not store.reachable():

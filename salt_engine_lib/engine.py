@@ -63,6 +63,11 @@ def journal_dir(config, opts):
     return pathlib.Path(opts.get("cachedir") or "/var/cache/salt/master", "relay", "spool")
 
 
+def relay_is_job_cache(opts):
+    """True when Salt hands every minion return to the relay returner (salt/utils/job.py store_job)."""
+    return opts.get("master_job_cache") == "relay" and bool(opts.get("job_cache", True)) and not opts.get("ext_job_cache")
+
+
 def make_sink(config, store, dead_letters):
     """The broker when ``broker_url`` is set, else the store (the embedded mode)."""
     if config.broker_url:
@@ -87,9 +92,10 @@ class RelayEngine:
             sink or make_sink(config, self.store, self.dead_letters),
             max_bytes=config.spool_max_bytes,
             max_message_bytes=config.max_message_bytes,
+            returns_from_job_cache=relay_is_job_cache(opts),
         )
-        # Returns the returner handed over (write-behind), stored by this process.
-        self.drainer = OutboxDrainer(opts, self.store, batch_size=config.batch_size, dead_letters=self.dead_letters)
+        # What the returner handed over (write-behind) joins the journal.
+        self.drainer = OutboxDrainer(opts, self.store, self.forwarder, batch_size=config.batch_size, dead_letters=self.dead_letters)
         self.stopping = threading.Event()
         self._stats_file = stats_path(opts)
         self._stats_written_at = 0.0
@@ -185,7 +191,8 @@ class RelayEngine:
             "pending": len(self.batcher) + self.reader.events.qsize(),
             "reader_overflowed": self.reader.overflowed,
             "bus_disconnects": getattr(self.reader, "disconnects", 0),
-            "outbox_stored": self.drainer.stored,
+            "outbox_moved": self.drainer.moved,
+            "outbox_written_directly": self.drainer.written_directly,
             "outbox_pending_bytes": self.drainer.reader.pending_bytes(),
         }
 

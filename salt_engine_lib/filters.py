@@ -1,7 +1,9 @@
 """Which bus events are worth storing. Pure: no I/O, injectable clock.
 
-Order of the rules (first match decides): malformed -> excluded tag ->
-excluded function -> not included -> repeated within the dedup window.
+Order of the rules (first match decides): malformed -> reserved tag ->
+excluded tag -> excluded function -> not included -> repeated within the
+dedup window. Reserved tags (``salt-relay/job-cache/*``) mark the job
+cache's own records in the journal; from the bus they would be forgeries.
 Every drop is counted by reason in :attr:`EventFilter.dropped`.
 """
 
@@ -12,6 +14,7 @@ import re
 import time
 
 from salt_engine_lib import jsonsafe
+from salt_engine_lib.records import JOB_CACHE_TAG_PREFIX
 
 # Tags that carry a job function in their data.
 _JOB_TAG = re.compile(r"^salt/(job|run)/[^/]+/(new|ret)(/|$)")
@@ -48,6 +51,8 @@ class EventFilter:
     def _drop_reason(self, tag, data):
         if not isinstance(tag, str) or not tag or not isinstance(data, dict):
             return "malformed"
+        if tag.startswith(JOB_CACHE_TAG_PREFIX):
+            return "reserved_tag"
         if self._exclude is not None and self._exclude.match(tag):
             return "excluded_tag"
         if self._exclude_functions is not None and _JOB_TAG.match(tag):

@@ -40,9 +40,9 @@ class BrokerSink:
 
     def send(self, bodies):
         for body in bodies:
-            batch = message.decode(body)
-            self.publisher.publish(body, batch.id)
-            self.sent_events += len(batch.events)
+            message_id, count = message.peek(body)
+            self.publisher.publish(body, message_id)
+            self.sent_events += count
 
     def close(self):
         self.publisher.close()
@@ -79,7 +79,8 @@ class StoreSink:
             for tag, data in batch.events:
                 item = (tag, data, batch.master_id)
                 try:
-                    prepared.append((item, records.rows_from_event(tag, data, batch.master_id)))
+                    rows = records.rows_from_event(tag, data, batch.master_id, job_returns=not batch.returns_from_job_cache)
+                    prepared.append((item, rows))
                 except Exception as err:  # pylint: disable=broad-except  # RecordError or data the code cannot read
                     self._refused(item, f"rejected: {type(err).__name__}: {err}")
         if prepared:
@@ -91,8 +92,17 @@ class StoreSink:
 
 
 class Forwarder(threading.Thread):
-    def __init__(self, directory, sink, max_bytes, max_message_bytes=64 << 20, idle_seconds=0.5):
+    """The journal's writer side (:meth:`submit`) and its forwarding thread.
+
+    ``returns_from_job_cache`` is stamped on every message: the master's job
+    cache is relay, so minion returns reach the store through its records.
+    """
+
+    def __init__(self, directory, sink, max_bytes, max_message_bytes=64 << 20, idle_seconds=0.5, returns_from_job_cache=False):
         super().__init__(name="relay-forwarder", daemon=True)
+        self.returns_from_job_cache = returns_from_job_cache
+        # The engine loop and the outbox drainer both submit.
+        self._submit_lock = threading.RLock()
         self.writer = SpoolWriter(directory)
         self.reader = SpoolReader(directory)
         self.sink = sink
@@ -121,26 +131,36 @@ class Forwarder(threading.Thread):
             self._pending_checked_at = now
         return self._pending_bytes
 
-    def submit(self, events, master_id):
-        """Journal one batch; JournalFull if the bound is reached (counted, logged)."""
+    def submit(self, events, master_id, keep_on_full=False):
+        """Journal one batch; JournalFull if the bound is reached.
+
+        The events are then lost (counted, logged at CRITICAL), unless the
+        caller still holds them (``keep_on_full``: the outbox drainer).
+        """
+        with self._submit_lock:
+            self._submit(events, master_id, keep_on_full)
+
+    def _submit(self, events, master_id, keep_on_full):
         try:
-            _, body = message.encode(events, master_id)
+            _, body = message.encode(events, master_id, returns_from_job_cache=self.returns_from_job_cache)
         except Exception as err:  # pylint: disable=broad-except
             if len(events) == 1:
                 self.unencodable += 1
                 log.error("relay: event %r cannot be encoded, dropped: %s: %s", str(events[0][0])[:200], type(err).__name__, err)
                 return
             for event in events:  # keep every event that can be encoded
-                self.submit([event], master_id)
+                self._submit([event], master_id, keep_on_full)
             return
         if len(body) > self.max_message_bytes and len(events) > 1:
             # Keep messages under the workers' limit; a single event over it is
             # sent alone and dead-lettered by the worker with the reason.
             half = len(events) // 2
-            self.submit(events[:half], master_id)
-            self.submit(events[half:], master_id)
+            self._submit(events[:half], master_id, keep_on_full)
+            self._submit(events[half:], master_id, keep_on_full)
             return
         if self.pending_bytes() + len(body) > self.max_bytes:
+            if keep_on_full:
+                raise JournalFull()
             self.dropped_batches += 1
             self.dropped_events += len(events)
             log.critical(

@@ -3,14 +3,19 @@
 ``returner()`` and ``event_return()`` run in the master's MWorkers and
 EventReturn process. When the relay engine is running on this master, they
 append to the outbox spool (:mod:`spool`, ~10 us per call) and the engine's
-:class:`OutboxDrainer` stores the records in batches, one transaction each.
-Without a live engine they write to the database directly.
+:class:`OutboxDrainer` hands the records to the engine's journal, as events
+with the ``salt-relay/job-cache/*`` tags: they reach the database the way
+bus events do (through the broker and a worker, or the embedded store), so
+the master's process tree does no SQL for them. Only if the journal is full
+(the broker has been down for long) does the drainer write them to the
+database itself. Without a live engine the returner writes directly.
 
 ``save_load`` stays synchronous (the ``salt`` CLI reads the load right after
 publishing); if the database is down the load is kept in ``pending-loads/``,
 which ``get_load`` also reads, and goes through the outbox when it is back.
 """
 
+import collections
 import hashlib
 import logging
 import pathlib
@@ -19,12 +24,15 @@ import time
 
 from salt_engine_lib import deadletters, records
 from salt_engine_lib.errors import StoreError
+from salt_engine_lib.forwarder import JournalFull
 from salt_engine_lib.spool import SpoolReader, SpoolWriter, pack, unpack
 
 log = logging.getLogger(__name__)
 
 # The engine rewrites its stats file every 2 s; older than this, it is gone.
 ENGINE_ALIVE_SECONDS = 10.0
+# Job ids remembered per process (see Outbox.note_job).
+KNOWN_JOBS = 10000
 
 
 def relay_dir(opts):
@@ -46,6 +54,9 @@ class Outbox:
         self._stats_file = relay_dir(opts) / "engine-stats.json"
         self._alive_checked_at = 0.0
         self._alive = False
+        # Jobs this process already recorded: Salt calls save_load with the
+        # return load for every minion return, and only the first can matter.
+        self._known_jobs = collections.OrderedDict()
 
     def engine_alive(self):
         now = time.monotonic()
@@ -65,6 +76,15 @@ class Outbox:
 
     def put_load(self, jid, load, master_id):
         self.writer.append({"k": "load", "jid": jid, "load": load, "minions": None, "m": master_id})
+        self.note_job(jid)
+
+    def knows_job(self, jid):
+        return jid in self._known_jobs
+
+    def note_job(self, jid):
+        self._known_jobs[jid] = None
+        if len(self._known_jobs) > KNOWN_JOBS:
+            self._known_jobs.popitem(last=False)
 
     def keep_load(self, jid, load, minions, master_id):
         """The database refused a publish load: keep it readable and queued."""
@@ -103,56 +123,50 @@ def pending_load(opts, jid):
     return load
 
 
-def rows_of_record(item, now=None):
-    """(jobs, returns, events) of one outbox record; RecordError if it makes no sense."""
-    kind, master_id = item.get("k"), item.get("m")
-    try:
-        if kind == "ret":
-            return [], [records.return_row(item["ret"], master_id, now)], []
-        if kind == "events":
-            return [], [], [records.event_row(event["tag"], event.get("data"), master_id, now) for event in item["events"]]
-        if kind == "load":
-            return [records.job_row(item["jid"], item["load"], item.get("minions"), master_id, now)], [], []
-    except records.RecordError:
-        raise
-    except Exception as err:  # pylint: disable=broad-except  # whatever the record holds, it must not block the outbox
-        raise records.RecordError(f"malformed {kind} record: {type(err).__name__}: {err}") from None
+def journal_events_of(item):
+    """The ``(tag, data)`` events that carry one outbox record; RecordError if it makes no sense."""
+    kind = item.get("k") if isinstance(item, dict) else None
+    if kind == "ret":
+        ret = item.get("ret")
+        records.return_row(ret)  # cheap: refuse what the store would refuse, here and with the reason
+        return [(records.JOB_CACHE_RETURN_TAG, ret)]
+    if kind == "load":
+        records.job_row(item.get("jid"), item.get("load"), item.get("minions"))
+        return [(records.JOB_CACHE_LOAD_TAG, {"jid": item["jid"], "load": item.get("load"), "minions": item.get("minions")})]
+    if kind == "events":
+        events = []
+        for event in item.get("events") or ():
+            tag = event.get("tag") if isinstance(event, dict) else None
+            if not isinstance(tag, str) or not tag:
+                raise records.RecordError(f"an event_return event needs a tag: {str(event)[:200]!r}")
+            if tag.startswith(records.JOB_CACHE_TAG_PREFIX):
+                raise records.RecordError(f"tag {tag[:200]!r} is reserved for salt-relay's own records")
+            events.append((tag, event.get("data")))
+        return events
     raise records.RecordError(f"unknown record kind {kind!r}")
 
 
-def rows_from_records(items, now=None):
-    """(jobs, returns, events, loads_done) rows of outbox records (bad records are logged, skipped)."""
-    jobs, returns, events, loads = [], [], [], []
-    for item in items:
-        try:
-            new_jobs, new_returns, new_events = rows_of_record(item, now)
-        except records.RecordError as err:
-            log.error("relay outbox: record rejected: %s", err)
-            continue
-        jobs += new_jobs
-        returns += new_returns
-        events += new_events
-        if item.get("k") == "load":
-            loads.append(item["jid"])
-    return jobs, returns, events, loads
-
-
 class OutboxDrainer(threading.Thread):
-    """Engine thread: outbox -> store, one transaction per batch, retry on failure.
+    """Engine thread: outbox -> the engine's journal (:class:`forwarder.Forwarder`).
 
-    A record the database refuses (while it answers) is dead-lettered to
-    ``dead-letters/`` with the reason instead of blocking the records after it.
+    A record that makes no sense is dead-lettered to ``dead-letters/`` with
+    the reason instead of blocking the records after it. Publish loads kept
+    while the database was down are written to the database directly: they
+    replace what the bus copy wrote, and ``get_load`` serves them from disk
+    until then.
     """
 
-    def __init__(self, opts, store, batch_size=1000, idle_seconds=0.05, dead_letters=None):
+    def __init__(self, opts, store, forwarder, batch_size=1000, idle_seconds=0.05, dead_letters=None):
         super().__init__(name="relay-outbox-drainer", daemon=True)
         self.opts = opts
         self.store = store
+        self.forwarder = forwarder
         self.reader = SpoolReader(relay_dir(opts) / "outbox")
         self.batch_size = batch_size
         self.idle_seconds = idle_seconds
         self.dead_letters = dead_letters or deadletters.DeadLetterFile(relay_dir(opts) / "dead-letters")
-        self.stored = 0
+        self.moved = 0
+        self.written_directly = 0
         self.failures = 0
         self.stopping = threading.Event()
 
@@ -164,7 +178,7 @@ class OutboxDrainer(threading.Thread):
                 delay = 0.5
             except Exception as err:  # pylint: disable=broad-except
                 self.failures += 1
-                log.error("relay: storing outbox records failed, retrying in %.1fs (records are kept): %s: %s", delay, type(err).__name__, err)
+                log.error("relay: moving outbox records failed, retrying in %.1fs (records are kept): %s: %s", delay, type(err).__name__, err)
                 self.stopping.wait(delay)
                 delay = min(delay * 2, 5)
                 continue
@@ -175,40 +189,59 @@ class OutboxDrainer(threading.Thread):
         items, positions = self.reader.read(self.batch_size)
         if not positions:
             return 0
-        prepared, refused = [], set()
-        for index, item in enumerate(items):
+        by_master, refused = {}, 0
+        for item in items:
+            if isinstance(item, dict) and "publish" in item:
+                refused += not self._store_kept_load(item)
+                continue
             try:
-                rows = rows_of_record(item)
-            except records.RecordError as err:
-                refused.add(index)
-                self.dead_letters.add(item, f"rejected: {err}")
+                events = journal_events_of(item)
+            except Exception as err:  # pylint: disable=broad-except  # RecordError, or a record the code cannot read
+                refused += 1
+                self.dead_letters.add(item, f"rejected: {type(err).__name__}: {err}")
                 continue
-            if item.get("publish"):
-                # A publish load kept while the database was down: it replaces
-                # whatever the bus copy wrote meanwhile (rare, so written alone).
-                try:
-                    self.store.write_batch(jobs=rows[0], authoritative_jobs=True)
-                except StoreError as err:
-                    if not self.store.reachable():
-                        raise
-                    refused.add(index)
-                    self.dead_letters.add(item, f"the database refused it: {err}")
-                continue
-            prepared.append((index, rows))
-
-        def refuse(entry, reason):
-            refused.add(entry[0])
-            self.dead_letters.add(items[entry[0]], reason)
-
-        if prepared:
-            deadletters.write_isolating(self.store, prepared, lambda entries: deadletters.merge_rows(entries, True), refuse)
+            by_master.setdefault(item.get("m"), []).extend(events)
+        try:
+            for master_id, events in by_master.items():
+                self.forwarder.submit(events, master_id, keep_on_full=True)
+        except JournalFull:
+            # The broker has been unreachable long enough to fill the journal:
+            # the job cache must not wait for it. (Raises if the DB is down too.)
+            self._store_directly(by_master)
         self.reader.commit(positions)
-        for index, item in enumerate(items):
-            # A refused load stays in pending-loads/: get_load keeps serving it.
-            if item.get("k") == "load" and index not in refused:
-                _pending_load_path(self.opts, item["jid"]).unlink(missing_ok=True)
-        self.stored += len(items) - len(refused)
+        self.moved += len(items) - refused
         return len(items)
+
+    def _store_kept_load(self, item):
+        """Write a load kept while the database was down; False if the database refused it."""
+        try:
+            self.store.write_batch(jobs=[records.job_row(item["jid"], item["load"], item.get("minions"), item.get("m"))], authoritative_jobs=bool(item["publish"]))
+        except records.RecordError as err:
+            self.dead_letters.add(item, f"rejected: {err}")
+            return False
+        except StoreError as err:
+            if not self.store.reachable():
+                raise
+            # It stays in pending-loads/: get_load keeps serving it.
+            self.dead_letters.add(item, f"the database refused it: {err}")
+            return False
+        _pending_load_path(self.opts, item["jid"]).unlink(missing_ok=True)
+        return True
+
+    def _store_directly(self, by_master):
+        entries = []
+        for master_id, events in by_master.items():
+            for tag, data in events:
+                item = {"tag": tag, "data": data, "master_id": master_id}
+                try:
+                    entries.append((item, records.rows_from_event(tag, data, master_id)))
+                except Exception as err:  # pylint: disable=broad-except
+                    self.dead_letters.add(item, f"rejected: {type(err).__name__}: {err}")
+        if entries:
+            deadletters.write_isolating(
+                self.store, entries, deadletters.merge_rows, lambda entry, reason: self.dead_letters.add(entry[0], reason),
+            )
+        self.written_directly += len(entries)
 
     def stop(self):
         self.stopping.set()

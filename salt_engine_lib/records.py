@@ -8,6 +8,7 @@ minion returns (``cmd="_return"``), ``salt-call`` returns (may lack
 
 import datetime
 import hashlib
+import typing
 
 from salt_engine_lib import jsonsafe
 from salt_engine_lib.errors import RelayError
@@ -20,6 +21,34 @@ _RETURN_VALUE_KEY = "return"
 
 class RecordError(RelayError):
     """A Salt document cannot become a row (missing or oversize key)."""
+
+
+# The returner's records travel through the engine's journal as events with
+# these tags (the engine refuses them from the bus, so a minion cannot forge
+# one). The job cache's own return is authoritative: it replaces a row built
+# from a bus copy, whose big values Salt may have trimmed.
+JOB_CACHE_TAG_PREFIX = "salt-relay/job-cache/"
+JOB_CACHE_RETURN_TAG = JOB_CACHE_TAG_PREFIX + "return"
+JOB_CACHE_LOAD_TAG = JOB_CACHE_TAG_PREFIX + "load"
+
+
+class Rows(typing.NamedTuple):
+    """What one or more events become: rows per table, ready for the store."""
+
+    jobs: list
+    returns: list
+    events: list
+    authoritative_returns: tuple = ()  # the job cache's returns: replace bus copies
+
+    @classmethod
+    def merge(cls, many):
+        jobs, returns, events, authoritative = [], [], [], []
+        for rows in many:
+            jobs += rows.jobs
+            returns += rows.returns
+            events += rows.events
+            authoritative += rows.authoritative_returns
+        return cls(jobs, returns, events, authoritative)
 
 
 def utcnow():
@@ -184,21 +213,27 @@ def _tag_parts(tag):
     return tag.split("/")
 
 
-def rows_from_event(tag, data, master_id=None, now=None):
-    """Rows one bus event yields: (jobs, returns, events).
+def rows_from_event(tag, data, master_id=None, now=None, job_returns=True):
+    """The :class:`Rows` one journaled event yields.
 
-    Every kept event goes to ``events``; job publishes also make a ``jobs``
-    row, minion and runner returns a ``returns`` row shaped like the one the
-    job cache writes for the same return, so both collapse into one row.
+    Every kept bus event goes to ``events``; job publishes also make a
+    ``jobs`` row, minion and runner returns a ``returns`` row shaped like the
+    one the job cache writes for the same return, so both collapse into one
+    row. ``job_returns=False`` (the master's job cache is relay, so its own
+    records carry every return) skips the returns row of a minion return's
+    bus copy: the return is written once, and a return event a minion forged
+    on the bus never becomes a job result.
     """
     now = now or utcnow()
+    if tag.startswith(JOB_CACHE_TAG_PREFIX):
+        return _job_cache_rows(tag, data, master_id, now)
     jobs, returns = [], []
     parts = _tag_parts(tag)
     if len(parts) >= 4 and parts[0] == "salt" and isinstance(data, dict):
         kind, jid, action = parts[1], parts[2], parts[3]
         if kind == "job" and action == "new":
             jobs.append(job_row(jid, data, data.get("minions"), master_id, now))
-        elif kind == "job" and action == "ret" and len(parts) >= 5:
+        elif kind == "job" and action == "ret" and len(parts) >= 5 and job_returns:
             returns.append(return_row(data, master_id, now))
         elif kind == "run" and action == "ret" and master_id:
             # Shaped as Salt's store_job writes a finished runner job to the job
@@ -207,4 +242,14 @@ def rows_from_event(tag, data, master_id=None, now=None):
             runner_load = {"id": master_id, "tgt": master_id, "jid": jid, "return": data, "fun": data.get("fun"), "user": data.get("user")}
             jobs.append(job_row(jid, runner_load, None, master_id, now))
             returns.append(return_row(runner_load, master_id, now))
-    return jobs, returns, [event_row(tag, data, master_id, now)]
+    return Rows(jobs, returns, [event_row(tag, data, master_id, now)])
+
+
+def _job_cache_rows(tag, data, master_id, now):
+    if not isinstance(data, dict):
+        raise RecordError(f"{tag} record must be a mapping, got {type(data).__name__}")
+    if tag == JOB_CACHE_RETURN_TAG:
+        return Rows([], [], [], [return_row(data, master_id, now)])
+    if tag == JOB_CACHE_LOAD_TAG:
+        return Rows([job_row(data.get("jid"), data.get("load"), data.get("minions"), master_id, now)], [], [])
+    raise RecordError(f"unknown job cache record {tag!r}")

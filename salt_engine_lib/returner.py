@@ -109,8 +109,11 @@ def save_load(store, jid, load, minions=None, master=None, opts=None):
     """
     if opts is not None and _on_master(opts) and minions is None and "return" in load:
         # Salt repeats save_load with the return load for every minion return,
-        # on the hot path; it only matters if the publish load is missing.
+        # on the hot path; it only matters if the publish load is missing, so
+        # once per job and process is enough (the row is insert-if-absent).
         box = outbox.for_opts(opts)
+        if box.knows_job(jid):
+            return
         if box.engine_alive():
             box.put_load(jid, load, master)
             return
@@ -124,6 +127,9 @@ def save_load(store, jid, load, minions=None, master=None, opts=None):
             raise
         log.warning("relay: job %s load kept locally until the database is back: %s", jid, err)
         outbox.for_opts(opts).keep_load(jid, load, minions, master)
+        return
+    if opts is not None and _on_master(opts):
+        outbox.for_opts(opts).note_job(jid)
 
 
 def save_minions(store, jid, minions, master=None):

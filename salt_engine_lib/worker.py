@@ -14,6 +14,7 @@ batch the database refuses (while it answers other queries) after
 acked or dead-lettered: the worker waits with backoff and retries.
 """
 
+import dataclasses
 import logging
 import os
 import signal
@@ -33,21 +34,17 @@ MAX_REASON_CHARS = 2000
 
 
 def rows_of(batch):
-    """(jobs, returns, events, rejected [(tag, data, reason)]) of one decoded batch."""
-    jobs, returns, events, rejected = [], [], [], []
+    """(:class:`records.Rows`, rejected [(tag, data, reason)]) of one decoded batch."""
+    rows, rejected = [], []
+    job_returns = not batch.returns_from_job_cache
     for tag, data in batch.events:
         try:
-            new_jobs, new_returns, new_events = records.rows_from_event(tag, data, batch.master_id)
+            rows.append(records.rows_from_event(tag, data, batch.master_id, job_returns=job_returns))
         except records.RecordError as err:
             rejected.append((tag, data, str(err)))
-            continue
         except Exception as err:  # pylint: disable=broad-except  # any event the code cannot read
             rejected.append((tag, data, f"{type(err).__name__}: {err}"))
-            continue
-        jobs += new_jobs
-        returns += new_returns
-        events += new_events
-    return jobs, returns, events, rejected
+    return records.Rows.merge(rows), rejected
 
 
 class Worker:
@@ -146,15 +143,13 @@ class Worker:
                 self._store_alone(msg, batch)
 
     def _store_all(self, decoded):
-        jobs, returns, events, bad = [], [], [], []
+        rows, bad = [], []
         for msg, batch in decoded:
-            new_jobs, new_returns, new_events, rejected = rows_of(batch)
-            jobs += new_jobs
-            returns += new_returns
-            events += new_events
+            batch_rows, rejected = rows_of(batch)
+            rows.append(batch_rows)
             bad += [(msg, batch, item) for item in rejected]
         try:
-            self._write(jobs, returns, events)
+            self._write(records.Rows.merge(rows))
         except StoreError as err:
             if len(decoded) == 1:
                 return False
@@ -166,10 +161,10 @@ class Worker:
         return True
 
     def _store_alone(self, msg, batch):
-        jobs, returns, events, rejected = rows_of(batch)
+        rows, rejected = rows_of(batch)
         while not self.stopping.is_set():
             try:
-                self._write(jobs, returns, events)
+                self._write(rows)
             except StoreError as err:
                 attempts = self._attempts.get(batch.id, 0) + 1
                 self._attempts[batch.id] = attempts
@@ -194,10 +189,10 @@ class Worker:
         """Find the events the database refuses: store the others, dead-letter those."""
         refused = 0
         for tag, data in batch.events:
-            single = message.Batch(batch.id, batch.master_id, batch.created, [(tag, data)])
-            jobs, returns, events, rejected = rows_of(single)
+            single = dataclasses.replace(batch, events=[(tag, data)])
+            rows, rejected = rows_of(single)
             try:
-                self._write(jobs, returns, events)
+                self._write(rows)
             except StoreError as err:
                 rejected = [(tag, data, f"the database refused it: {err}")]
             for _tag, _data, reason in rejected:
@@ -206,7 +201,7 @@ class Worker:
         log.warning("relay worker: message %s stored event by event, %d of %d events dead-lettered", batch.id, refused, len(batch.events))
         self._acked([(msg, batch)])
 
-    def _write(self, jobs, returns, events):
+    def _write(self, rows):
         """Write, waiting (without acking) for as long as the database is unreachable.
 
         Raises StoreError only when the database is up and refuses this data.
@@ -214,7 +209,7 @@ class Worker:
         delay = 0.5
         while True:
             try:
-                self.store.write_batch(jobs, returns, events)
+                self.store.write_rows(rows)
                 return
             except StoreError as err:
                 if self.store.reachable():
@@ -253,7 +248,7 @@ class Worker:
 
     def _dead_letter_event(self, msg, batch, tag, data, reason):
         """One event of an otherwise good batch: dead-letter it alone."""
-        message_id, body = message.encode([(tag, data)], batch.master_id, created=batch.created)
+        message_id, body = message.encode([(tag, data)], batch.master_id, created=batch.created, returns_from_job_cache=batch.returns_from_job_cache)
         headers = {
             REASON_HEADER: f"event {str(tag)[:200]!r} rejected: {reason}"[:MAX_REASON_CHARS],
             "x-relay-failed-at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

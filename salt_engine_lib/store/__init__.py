@@ -62,6 +62,11 @@ class Store:
         with translate_errors(self.database_url), self.engine.begin() as conn:
             return writes.write_batch(conn, jobs, returns, events, authoritative_returns, authoritative_jobs)
 
+    def write_rows(self, rows):
+        """Store a :class:`records.Rows` in one transaction."""
+        with translate_errors(self.database_url), self.engine.begin() as conn:
+            return writes.write_rows(conn, rows)
+
     def reachable(self):
         """True when the database answers a trivial query (tells "down" from "refused this")."""
         try:

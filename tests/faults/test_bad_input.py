@@ -35,6 +35,7 @@ from salt_engine_lib import config, engine, forwarder, jsonsafe, message
 from salt_engine_lib import returner as relay_returner
 from salt_engine_lib.errors import ConfigError, StoreError
 from salt_engine_lib.records import RecordError
+from salt_engine_lib.deadletters import DeadLetterFile
 from salt_engine_lib.outbox import OutboxDrainer
 from salt_engine_lib.spool import SpoolReader
 from salt_engine_lib.store import Store, connection, queries
@@ -636,10 +637,11 @@ def test_a_return_the_database_refuses_does_not_block_the_outbox(database_url, t
     bad_jid, good_jid = new_jid(), new_jid()
     relay_returner.returner(store, {"id": "m1", "jid": bad_jid, "fun": "cmd.run", "return": POISON[dialect]}, opts, MASTER)
     relay_returner.returner(store, {"id": "m1", "jid": good_jid, "fun": "test.ping", "return": True}, opts, MASTER)
-    drainer = OutboxDrainer(opts, store)
-    for _ in range(3):
-        with contextlib.suppress(StoreError):
-            drainer.drain_once()
+    dead_letters = DeadLetterFile(tmp_path / "dead-letters")
+    journal = forwarder.Forwarder(tmp_path / "journal", forwarder.StoreSink(store, dead_letters), max_bytes=1 << 30)
+    OutboxDrainer(opts, store, journal).drain_once()
+    journal.forward_once()
+    assert dead_letters.count == 1
     assert relay_returner.get_jid(store, good_jid) == {"m1": {"return": True}}
 
 

@@ -63,10 +63,15 @@ def test_write_behind_when_the_engine_is_alive(returners):
     loaded["relay.returner"](return_load)
     assert loaded["relay.get_jid"](JID) == {}
     assert loaded["relay.get_load"]("20261125120000000002") == {}
+    from salt_engine_lib.forwarder import Forwarder, StoreSink
     from salt_engine_lib.outbox import OutboxDrainer
     from salt_engine_lib.store import Store
 
-    OutboxDrainer(opts, Store(opts["relay"]["database_url"])).drain_once()
+    store = Store(opts["relay"]["database_url"])
+    journal = Forwarder(relay_dir / "spool", StoreSink(store), max_bytes=1 << 30)
+    OutboxDrainer(opts, store, journal).drain_once()  # the engine's threads, one step each
+    assert loaded["relay.get_jid"](JID) == {}  # journaled, not yet stored
+    journal.forward_once()
     assert loaded["relay.get_jid"](JID) == {"m1": {"return": True, "retcode": 0}}
     assert loaded["relay.get_load"]("20261125120000000002")["fun"] == "test.ping"
     assert loaded["relay.get_load"](JID)["Minions"] == ["m1"]

@@ -33,7 +33,7 @@ def _dispose_engines():
 def job_rows(count, start=0):
     jobs, returns, events = [], [], []
     for tag, data in job_events(count, start):
-        new_jobs, new_returns, new_events = records.rows_from_event(tag, data, "master-1")
+        new_jobs, new_returns, new_events, _ = records.rows_from_event(tag, data, "master-1")
         jobs += new_jobs
         returns += new_returns
         events += new_events
