@@ -3,7 +3,8 @@
 
 import pytest
 
-from salt_engine_lib import config, engine, forwarder, message
+from salt_engine_lib import config, engine, forwarder, message, records
+from salt_engine_lib import returner as relay_returner
 from salt_engine_lib.store import Store, queries
 from tests.fake_bus import FakeReader
 
@@ -141,3 +142,55 @@ def test_journal_records_are_broker_messages(tmp_path, store):
 def test_bad_config_names_the_key():
     with pytest.raises(Exception, match="relay:batch_size must be a positive integer"):
         engine.load_config({"id": "m"}, {"batch_size": "abc"})
+
+
+# --- relay as the master's job cache: the returner's records travel through the journal ---
+
+
+def job_cache_engine(tmp_path, store, bus, **relay):
+    opts = {"cachedir": str(tmp_path), "id": "master-1", "__role": "master", "master_job_cache": "relay", "job_cache": True}
+    relay = dict(relay, database_url=store.database_url)  # the engine's own store is the test's
+    relay_engine = engine.RelayEngine(opts, config.load(relay), reader=FakeReader(bus), sink=forwarder.StoreSink(store))
+    relay_engine.write_stats()  # what the returner checks to know the engine is alive
+    return relay_engine, opts
+
+
+def test_returns_come_from_the_job_cache_once_and_a_forged_bus_copy_is_only_an_event(tmp_path, store):
+    real = {"fun": "state.apply", "id": "m1", "jid": JID, "return": {"full": "x" * 100}, "retcode": 0, "success": True, "_stamp": "2026-11-25T12:00:00.000001"}
+    trimmed = dict(real, **{"return": "VALUE_TRIMMED"})  # Salt trims big values on the bus
+    forged = {"fun": "cmd.run", "id": "m2", "jid": JID, "return": "pwned", "retcode": 0, "_stamp": "2026-11-25T12:00:00.000002"}
+    bus = [(f"salt/job/{JID}/ret/m1", trimmed), (f"salt/job/{JID}/ret/m2", forged),
+           (f"{records.JOB_CACHE_RETURN_TAG}", dict(forged, id="m3"))]  # a forged job-cache record on the bus
+    relay, opts = job_cache_engine(tmp_path, store, bus)
+    relay_returner.save_load(store, JID, {"jid": JID, "fun": "state.apply", "tgt": "*"}, ["m1", "m2"], "master-1", opts)
+    relay_returner.save_load(store, JID, dict(real), None, "master-1", opts)  # Salt repeats it per return...
+    relay_returner.save_load(store, JID, dict(real, id="m9"), None, "master-1", opts)  # ...once per job is kept
+    relay_returner.returner(store, real, opts, "master-1")  # write-behind: one outbox append
+    assert store.read(queries.get_jid, JID) == {}
+    assert relay.drainer.drain_once() == 1  # the return only: save_load was remembered
+    run_until_empty(relay)
+    assert store.read(queries.get_jid, JID) == {"m1": {"return": {"full": "x" * 100}, "retcode": 0, "success": True}}
+    counts = store.read(queries.counts)
+    assert counts == {"jobs": 1, "returns": 1, "events": 2}  # the two bus copies are events, not results
+    stats = relay.stats()
+    assert stats["dropped"] == {"reserved_tag": 1} and stats["outbox_moved"] == 1
+    bodies_left, _ = relay.forwarder.reader.read(10)
+    assert not bodies_left
+
+
+def test_without_relay_as_job_cache_the_bus_copy_makes_the_returns_row(tmp_path, store):
+    ret = {"fun": "test.ping", "id": "m1", "jid": JID, "return": True, "retcode": 0}
+    relay = make_engine(tmp_path, store, [(f"salt/job/{JID}/ret/m1", ret)])
+    run_until_empty(relay)
+    assert store.read(queries.get_jid, JID) == {"m1": {"return": True, "retcode": 0}}
+
+
+def test_a_full_journal_sends_the_outbox_straight_to_the_database(tmp_path, store):
+    relay, opts = job_cache_engine(tmp_path, store, [], spool_max_bytes=10)
+    relay_returner.returner(store, {"fun": "test.ping", "id": "m1", "jid": JID, "return": True}, opts, "master-1")
+    relay_returner.event_return(store, [{"tag": "custom/1", "data": {"a": 1}}, {"tag": records.JOB_CACHE_RETURN_TAG, "data": {}}], "master-1", opts)
+    relay.drainer.drain_once()
+    assert store.read(queries.get_jid, JID) == {"m1": {"return": True}}
+    assert store.read(queries.counts)["events"] == 0  # the whole event_return record was refused: it holds a reserved tag
+    assert relay.stats()["outbox_written_directly"] == 1 and relay.stats()["dead_lettered"] == 1
+    assert relay.stats()["spool_lost_events"] == 0  # nothing was lost: the outbox held it

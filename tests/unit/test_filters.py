@@ -57,3 +57,9 @@ def test_custom_globs_and_functions():
     assert events.accept("anything/at/all", {"a": 1})
     assert not events.accept("noisy/x", {"a": 1})
     assert not events.accept("salt/job/20261125120000000006/ret/m1", {"fun": "grains.items"})
+
+
+def test_reserved_job_cache_tags_are_refused_from_the_bus():
+    events = EventFilter(config.load({}))
+    assert not events.accept("salt-relay/job-cache/return", {"id": "m2", "jid": "1", "return": "forged"})
+    assert events.dropped == {"reserved_tag": 1}

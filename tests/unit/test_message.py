@@ -39,3 +39,11 @@ def test_oversize_body_is_refused_before_decoding():
     _, body = message.encode([("t", "x" * 5000)], "m")
     with pytest.raises(DecodeError, match="exceeds relay:max_message_bytes"):
         message.decode(body, max_bytes=1000)
+
+
+def test_peek_reads_id_and_count_without_the_events():
+    message_id, body = message.encode([("a", {"x": 1}), ("b", {"y": "z" * 1000})], "master-1", returns_from_job_cache=True)
+    assert message.peek(body) == (message_id, 2)
+    batch = message.decode(body)
+    assert batch.returns_from_job_cache is True
+    assert message.decode(message.encode([("a", {})], "m")[1]).returns_from_job_cache is False

@@ -236,3 +236,20 @@ def test_content_key_identity():
 def test_event_row_needs_a_tag(tag):
     with pytest.raises(RecordError, match="non-empty string tag"):
         records.event_row(tag, {})
+
+
+def test_bus_copies_of_returns_make_no_returns_row_when_the_job_cache_sends_them():
+    ret = {"id": "m1", "jid": "20261125120000000001", "fun": "test.ping", "return": True, "retcode": 0}
+    tag = "salt/job/20261125120000000001/ret/m1"
+    assert len(records.rows_from_event(tag, ret, "master-1").returns) == 1
+    rows = records.rows_from_event(tag, ret, "master-1", job_returns=False)
+    assert (rows.returns, rows.authoritative_returns, len(rows.events)) == ([], (), 1)
+    rows = records.rows_from_event(records.JOB_CACHE_RETURN_TAG, ret, "master-1")
+    assert (rows.jobs, rows.returns, rows.events) == ([], [], [])
+    assert [r["minion_id"] for r in rows.authoritative_returns] == ["m1"]
+    load = {"jid": ret["jid"], "load": {"fun": "test.ping", "tgt": "*"}, "minions": None}
+    assert records.rows_from_event(records.JOB_CACHE_LOAD_TAG, load, "master-1").jobs[0]["fun"] == "test.ping"
+    with pytest.raises(records.RecordError, match="unknown job cache record"):
+        records.rows_from_event(records.JOB_CACHE_TAG_PREFIX + "other", {}, "master-1")
+    merged = records.Rows.merge([rows, records.rows_from_event(tag, ret, "master-1")])
+    assert (len(merged.returns), len(merged.authoritative_returns), len(merged.events)) == (1, 1, 1)
