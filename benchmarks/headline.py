@@ -60,6 +60,13 @@ What it does, per variant and run (everything on this machine):
      (acceptance on the master's clock, which is this clock), and (b) the sender's
      acknowledgement time. (b) can be negative: the engine may store the bus copy of a
      return before the master's reply has reached a busy sender process;
+   * ``test.ping`` latency while the load runs: a real ``salt-minion`` (``hl-ping-minion``,
+     its own accepted key) is started with each master, and ``LocalClient.cmd(<it>,
+     "test.ping")`` is timed every 0.25 s while the senders send (p50 and max of the answered
+     ones, and how many got no answer within 30 s); the pings go through the variant's job
+     cache like any job;
+   * per 0.5 s: returns acknowledged, rows stored, and the lag of the returns acknowledged
+     then (``timeline`` in the JSON; ``benchmarks/plot.py`` draws it);
    * the master log's ERROR/CRITICAL lines during the run (counted, first ones kept).
 
    At the end of each variant run: ``salt-run jobs.list_jobs_filter 50`` (wall time of
@@ -90,6 +97,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 
@@ -107,6 +115,9 @@ REDIS_URL = os.environ.get("RELAY_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 MYSQL_HOST = os.environ.get("RELAY_TEST_MYSQL_HOST", "127.0.0.1")
 MYSQL_PORT = int(os.environ.get("RELAY_TEST_MYSQL_PORT", "3306"))
 MASTER_ID = "headline-master"
+# A real salt-minion on each master: `test.ping` round trips are timed while the load runs.
+PING_MINION = "hl-ping-minion"
+PING_INTERVAL_S = 0.25
 
 VARIANTS = {
     "noop": {"label": "no-op job cache (ceiling)", "cache": "noop_cache"},
@@ -295,7 +306,8 @@ class Bench:
         self.conf_dir = self.root / "conf"
         self.cachedir = self.root / "cache"
         self.master_log = self.root / "logs" / "master.log"
-        self.master = self.worker = None
+        self.master = self.worker = self.minion = None
+        self.local = None
         self.senders = []  # (process, conn)
         self.mysql_db = self.relay_db = None
         self.database_url = None
@@ -359,7 +371,8 @@ class Bench:
             config["engines"] = [{"relay": {}}]
             config["relay"] = relay
         (self.conf_dir / "master").write_text(yaml.safe_dump(config))
-        driver.accept_keys(self.root / "pki", self.key_dir, self.ids)
+        driver.accept_keys(self.root / "pki", self.key_dir, self.ids + [PING_MINION])
+        self._write_minion_config(config["publish_port"])
         log(f"{self.name}: starting salt-master in {self.root}")
         self.master = subprocess.Popen(
             [str(BIN / "salt-master"), "-c", str(self.conf_dir), "-l", "warning"],
@@ -374,6 +387,10 @@ class Bench:
         # Spawned now: their imports overlap the master's start; they sign in once it answers.
         self._spawn_senders(self.args.senders * (2 if self.name in self.args.check_variants else 1))
         self._wait_master()
+        self.minion = subprocess.Popen(
+            [str(BIN / "salt-minion"), "-c", str(self.root / "mconf"), "-l", "warning"],
+            stdout=open(self.root / "logs" / "minion.out", "wb"), stderr=subprocess.STDOUT, start_new_session=True,
+        )
         if cache == "relay":
             self._wait_engine()
         self._wait_senders()
@@ -382,8 +399,54 @@ class Bench:
 
         self.opts = salt.config.master_config(str(self.conf_dir / "master"))
         self.mminion = salt.minion.MasterMinion(self.opts, states=False, rend=False, matcher=False)
+        self._wait_ping_minion()
         # Warm-up (not measured): every MWorker loads the job cache, every channel sends once.
         self.phase("warmup", "ping", len(self.senders), len(self.senders) * len(self.ids) * 2, measure=False)
+
+    def _write_minion_config(self, publish_port):
+        import yaml  # pylint: disable=import-outside-toplevel
+
+        (self.root / "mconf").mkdir(parents=True, exist_ok=True)
+        config = {
+            "id": PING_MINION,
+            "user": "root",
+            "master": "127.0.0.1",
+            "master_port": self.ret_port,
+            "publish_port": publish_port,
+            "root_dir": str(self.root / "m"),
+            "pki_dir": str(driver.minion_pki(self.root / "mpki", self.key_dir, PING_MINION)),
+            "cachedir": str(self.root / "mcache"),
+            "sock_dir": str(self.root / "msock"),
+            "pidfile": str(self.root / "minion.pid"),
+            "log_file": str(self.root / "logs" / "minion.log"),
+            "log_level_logfile": "warning",
+            "acceptance_wait_time": 1,
+        }
+        (self.root / "mconf" / "minion").write_text(yaml.safe_dump(config))
+
+    def _wait_ping_minion(self, timeout=120):
+        import salt.client  # pylint: disable=import-outside-toplevel
+
+        self.local = salt.client.LocalClient(mopts=self.opts)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.minion.poll() is not None:
+                raise RuntimeError(f"salt-minion exited ({self.minion.returncode}); see {self.root}/logs")
+            if self.local.cmd(PING_MINION, "test.ping", timeout=5).get(PING_MINION) is True:
+                return
+            time.sleep(0.5)
+        raise RuntimeError(f"{PING_MINION} did not answer test.ping within {timeout} s")
+
+    def _time_pings(self, done, out):
+        """`salt hl-ping-minion test.ping` every PING_INTERVAL_S until ``done``: (seconds, answered)."""
+        while not done.is_set():
+            start = time.perf_counter()
+            try:
+                answered = self.local.cmd(PING_MINION, "test.ping", timeout=30).get(PING_MINION) is True
+            except Exception:  # pylint: disable=broad-except
+                answered = False
+            out.append((time.perf_counter() - start, answered))
+            done.wait(PING_INTERVAL_S)
 
     def _wait_master(self, timeout=120):
         deadline = time.monotonic() + timeout
@@ -528,6 +591,10 @@ class Bench:
         t0 = time.time() + 0.3
         for (_, conn), mine in zip(active, share):
             conn.send({"cmd": "send", "jids": mine, "payload": payload, "t0": t0})
+        pings, pings_done = [], threading.Event()
+        pinger = threading.Thread(target=self._time_pings, args=(pings_done, pings), daemon=True) if measure else None
+        if pinger:
+            pinger.start()
         replies = []
         for proc, conn in active:
             if not conn.poll(self.args.request_timeout + 600):
@@ -537,6 +604,9 @@ class Bench:
                 raise RuntimeError(f"sender {proc.pid}: {reply['fatal']}")
             replies.append(reply)
         cpu_sent = (cpu_of(master_pids()),)
+        if pinger:
+            pings_done.set()
+            pinger.join(60)
         acked = sum(r["acked"] for r in replies)
         failed = sum(r["failed"] for r in replies)
         last_ack = max(r["last_ack"] for r in replies)
@@ -588,6 +658,11 @@ class Bench:
             result["lag_stamp_p99_s"] = percentile(stamped, 0.99)
             result["lag_stamp_max_s"] = max(stamped) if stamped else None
         result["timeline"] = timeline(t0, ack_times, times or {})
+        answered = [seconds for seconds, ok in pings if ok]
+        result["pings"] = len(pings)
+        result["pings_unanswered"] = len(pings) - len(answered)
+        result["ping_latency_p50_s"] = percentile(answered, 0.5)
+        result["ping_latency_max_s"] = max(answered) if answered else None
         log(f"{self.name} {label}: {acked}/{jobs * n} acked ({failed} failed) in {wall:.2f} s = "
             f"{result['returns_per_s']:.0f}/s, master {result['master_cpu_per_1k']:.2f} CPU-s/1k, "
             f"stored {result.get('stored')} lost {result.get('lost')} doubled {result.get('doubled')}"
@@ -637,6 +712,7 @@ class Bench:
             if proc.is_alive():
                 proc.terminate()
                 proc.join(5)
+        stop_process(self.minion, "salt-minion")
         stop_process(self.worker, "salt-relay worker")
         stop_process(self.master, "salt-master", timeout=40)
 
@@ -716,9 +792,9 @@ def summarize(results, variants):
                 continue
             entry[phase] = {key: median([row.get(key) for row in rows]) for key in (
                 "returns_per_s", "master_cpu_per_1k", "engine_cpu_per_1k", "worker_cpu_per_1k", "db_cpu_per_1k", "lag_p50_s", "lag_p99_s",
-                "lag_stamp_p50_s", "lag_stamp_p99_s",
+                "lag_stamp_p50_s", "lag_stamp_p99_s", "ping_latency_p50_s", "ping_latency_max_s",
                 "loadavg_1m", "settle_s", "master_cores_during_send")}
-            for key in ("acked", "failed", "stored", "lost", "doubled", "sent"):
+            for key in ("acked", "failed", "stored", "lost", "doubled", "sent", "pings", "pings_unanswered"):
                 values = [row.get(key) for row in rows]
                 entry[phase][key] = None if any(v is None for v in values) else sum(values)
             entry[phase]["sender_cpu_util_max"] = max(max(u for u in row["sender_cpu_util"] if u is not None) for row in rows)
@@ -736,6 +812,10 @@ def _fmt(value, spec=".0f", none="-"):
     return none if value is None else format(value, spec)
 
 
+def _difference(total, part):
+    return None if total is None or part is None else total - part
+
+
 def _ratio(value, base):
     return None if value is None or not base else value / base
 
@@ -744,7 +824,7 @@ def table(summary):
     lines = []
     head = ("| variant | payload | returns/s | x no-op | x saltext-mysql | master CPU-s /1k | x no-op | x saltext-mysql "
             "| of which relay engine | worker CPU-s /1k | mariadbd CPU-s /1k | acked (of sent), sum of runs | stored | lost | doubled "
-            "| lag p50 / p99 (s) from `_stamp` | from sender ack |")
+            "| lag p50 / p99 (s) from `_stamp` | from sender ack | `test.ping` p50 / max (s), answered of sent |")
     lines.append(head)
     lines.append("|" + " --- |" * (head.count("|") - 1))
     for payload in PAYLOADS:
@@ -753,7 +833,7 @@ def table(summary):
         for name, entry in summary.items():
             row = entry.get(payload)
             if not row:
-                lines.append(f"| {VARIANTS[name]['label']} | {payload} | failed | | | | | | | | | | | | | | |")
+                lines.append(f"| {VARIANTS[name]['label']} | {payload} | failed | | | | | | | | | | | | | | | |")
                 continue
             lag = "-" if row.get("lag_p50_s") is None else f"{row['lag_p50_s']:.2f} / {row['lag_p99_s']:.2f}"
             lag_stamp = "-" if row.get("lag_stamp_p50_s") is None else \
@@ -773,7 +853,9 @@ def table(summary):
                 f"| {_fmt(_ratio(row['master_cpu_per_1k'], base.get('master_cpu_per_1k')), '.2f')} "
                 f"| {_fmt(_ratio(row['master_cpu_per_1k'], ref.get('master_cpu_per_1k')), '.2f')} "
                 f"| {_fmt(row['engine_cpu_per_1k'], '.2f')} | {_fmt(row['worker_cpu_per_1k'], '.2f')} | {_fmt(row['db_cpu_per_1k'], '.2f')} "
-                f"| {row['acked']} ({row['sent']}) | {stored} | {lost} | {doubled} | {lag_stamp} | {lag} |")
+                f"| {row['acked']} ({row['sent']}) | {stored} | {lost} | {doubled} | {lag_stamp} | {lag} "
+                f"| {_fmt(row.get('ping_latency_p50_s'), '.2f')} / {_fmt(row.get('ping_latency_max_s'), '.2f')}, "
+                f"{_fmt(_difference(row.get('pings'), row.get('pings_unanswered')))} of {_fmt(row.get('pings'))} |")
     lines.append("")
     lines.append("| variant | ping returns/s, S senders | 2S senders (2x in flight) | ratio | master cores used, S / 2S "
                  "| max sender CPU use | `salt-run jobs.list_jobs_filter 50` (s) | jobs listed | master log ERROR+CRITICAL |")
@@ -857,7 +939,7 @@ def main(argv=None):
     results = []
     try:
         t = time.monotonic()
-        driver.generate_keys(keys_root, ids)
+        driver.generate_keys(keys_root, ids + [PING_MINION])
         log(f"{len(ids)} minion key pairs generated in {time.monotonic() - t:.1f} s")
         for run_index in range(args.runs):
             for name in variants:

@@ -45,7 +45,7 @@ def ping_events(count, offset):
     """What the engine journals per return when relay is the job cache: bus copy + job cache record."""
     events = []
     for ret in ping_returns(count, offset):
-        events.append((f"salt/job/{ret['jid']}/ret/{ret['id']}", ret))
+        events.append((f"salt/job/{ret['jid']}/ret/{ret['id']}", records.without_return_value(ret)))
         events.append((records.JOB_CACHE_RETURN_TAG, ret))
     return events
 

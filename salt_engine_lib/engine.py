@@ -17,7 +17,7 @@ import threading
 import time
 
 from salt_engine_lib import config as relay_config
-from salt_engine_lib import forwarder, metrics
+from salt_engine_lib import forwarder, metrics, records
 from salt_engine_lib.batching import Batcher
 from salt_engine_lib.broker import Publisher
 from salt_engine_lib.bus import BusReader
@@ -83,6 +83,7 @@ class RelayEngine:
         self.filter = EventFilter(config)
         self.batcher = Batcher(config.batch_size, config.batch_max_wait)
         self.reader = reader or BusReader(opts)
+        self.returns_from_job_cache = relay_is_job_cache(opts)
         # Opened lazily: in broker mode only the returner's outbox uses it.
         self.store = Store.from_config(config, relay_config.database_url(config, opts))
         self.mode = "broker" if config.broker_url else "embedded"
@@ -92,7 +93,7 @@ class RelayEngine:
             sink or make_sink(config, self.store, self.dead_letters),
             max_bytes=config.spool_max_bytes,
             max_message_bytes=config.max_message_bytes,
-            returns_from_job_cache=relay_is_job_cache(opts),
+            returns_from_job_cache=self.returns_from_job_cache,
         )
         # What the returner handed over (write-behind) joins the journal.
         self.drainer = OutboxDrainer(opts, self.store, self.forwarder, batch_size=config.batch_size, dead_letters=self.dead_letters)
@@ -155,6 +156,8 @@ class RelayEngine:
             log.error("relay: event %r dropped, it cannot be read: %s: %s", str(tag)[:200], type(err).__name__, err)
             return
         if keep:
+            if self.returns_from_job_cache and records.is_minion_return(tag):
+                data = records.without_return_value(data)
             self.batcher.add((tag, data))
 
     def flush(self):

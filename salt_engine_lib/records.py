@@ -209,6 +209,25 @@ def event_row(tag, data, master_id=None, now=None):
     }
 
 
+def is_minion_return(tag):
+    """``salt/job/<jid>/ret/<minion id>``: the bus copy of a minion's job return."""
+    parts = tag.split("/", 4)
+    return len(parts) == 5 and parts[0] == "salt" and parts[1] == "job" and parts[3] == "ret"
+
+
+def without_return_value(data):
+    """The bus copy of a return the job cache stores: its value lives in ``returns.ret`` only.
+
+    With relay as the job cache the returner's record carries the value (in
+    full: the bus copy may be trimmed), so the ``events`` row keeps the rest
+    of the event (id, fun, retcode, success, _stamp, ...) and a 20 KB state
+    return crosses the journal, the broker and the database once.
+    """
+    if isinstance(data, dict) and _RETURN_VALUE_KEY in data:
+        return {key: value for key, value in data.items() if key != _RETURN_VALUE_KEY}
+    return data
+
+
 def _tag_parts(tag):
     return tag.split("/")
 

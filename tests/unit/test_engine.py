@@ -2,10 +2,12 @@
 
 
 import pytest
+import sqlalchemy as sa
 
 from salt_engine_lib import config, engine, forwarder, message, records
 from salt_engine_lib import returner as relay_returner
 from salt_engine_lib.store import Store, queries
+from salt_engine_lib.store.schema import events
 from tests.fake_bus import FakeReader
 
 JID = "20261125120000000001"
@@ -172,6 +174,10 @@ def test_returns_come_from_the_job_cache_once_and_a_forged_bus_copy_is_only_an_e
     assert store.read(queries.get_jid, JID) == {"m1": {"return": {"full": "x" * 100}, "retcode": 0, "success": True}}
     counts = store.read(queries.counts)
     assert counts == {"jobs": 1, "returns": 1, "events": 2}  # the two bus copies are events, not results
+    with store.engine.connect() as conn:
+        data = dict(conn.execute(sa.select(events.c.tag, events.c.data)).all())
+    # The value is stored once, in returns.ret; the event keeps the rest.
+    assert data[f"salt/job/{JID}/ret/m1"] == {k: v for k, v in trimmed.items() if k != "return"}
     stats = relay.stats()
     assert stats["dropped"] == {"reserved_tag": 1} and stats["outbox_moved"] == 1
     bodies_left, _ = relay.forwarder.reader.read(10)
