@@ -413,7 +413,7 @@ class Bench:
             "master": "127.0.0.1",
             "master_port": self.ret_port,
             "publish_port": publish_port,
-            "root_dir": str(self.root / "m"),
+            "root_dir": str(self.root),  # Salt prefixes paths outside root_dir with it
             "pki_dir": str(driver.minion_pki(self.root / "mpki", self.key_dir, PING_MINION)),
             "cachedir": str(self.root / "mcache"),
             "sock_dir": str(self.root / "msock"),
