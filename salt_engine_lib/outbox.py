@@ -57,6 +57,7 @@ class Outbox:
         # Jobs this process already recorded: Salt calls save_load with the
         # return load for every minion return, and only the first can matter.
         self._known_jobs = collections.OrderedDict()
+        self._known_lock = threading.Lock()
 
     def engine_alive(self):
         now = time.monotonic()
@@ -82,9 +83,11 @@ class Outbox:
         return jid in self._known_jobs
 
     def note_job(self, jid):
-        self._known_jobs[jid] = None
-        if len(self._known_jobs) > KNOWN_JOBS:
-            self._known_jobs.popitem(last=False)
+        # master_async_mworker runs store_job in a thread pool.
+        with self._known_lock:
+            self._known_jobs[jid] = None
+            if len(self._known_jobs) > KNOWN_JOBS:
+                self._known_jobs.popitem(last=False)
 
     def keep_load(self, jid, load, minions, master_id):
         """The database refused a publish load: keep it readable and queued."""
