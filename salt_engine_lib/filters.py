@@ -14,13 +14,10 @@ import re
 import time
 
 from salt_engine_lib import jsonsafe
-from salt_engine_lib.records import JOB_CACHE_TAG_PREFIX
+from salt_engine_lib.records import JOB_CACHE_TAG_PREFIX, is_minion_return
 
 # Tags that carry a job function in their data.
 _JOB_TAG = re.compile(r"^salt/(job|run)/[^/]+/(new|ret)(/|$)")
-# Returns are identified by their tag (it holds jid and minion id): a minion
-# retry of the same return is a repeat whatever its timestamp.
-_RETURN_TAG = re.compile(r"^salt/job/[^/]+/ret/")
 
 
 def _compile_globs(globs):
@@ -73,7 +70,9 @@ class EventFilter:
             if now - seen_at < self._window:
                 break
             del self._recent[oldest]
-        if _RETURN_TAG.match(tag):
+        if is_minion_return(tag):
+            # Identified by its tag (jid and minion id): a minion retry of
+            # the same return is a repeat whatever its timestamp.
             identity = tag
         else:
             # A digest, not the text: the window may hold thousands of big events.

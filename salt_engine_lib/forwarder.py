@@ -71,21 +71,30 @@ class StoreSink:
             self.dead_letters.add({"tag": tag, "data": data, "master_id": master_id}, reason)
 
     def send(self, bodies):
-        prepared = []  # (event, its rows); events that make no rows are dead-lettered here, once
-        count = 0
+        events, count = [], 0
         for body in bodies:
             batch = message.decode(body)
             count += len(batch.events)
-            for tag, data in batch.events:
-                item = (tag, data, batch.master_id)
-                try:
-                    rows = records.rows_from_event(tag, data, batch.master_id, job_returns=not batch.returns_from_job_cache)
-                    prepared.append((item, rows))
-                except Exception as err:  # pylint: disable=broad-except  # RecordError or data the code cannot read
-                    self._refused(item, f"rejected: {type(err).__name__}: {err}")
+            job_returns = not batch.returns_from_job_cache
+            events += [((tag, data, batch.master_id), job_returns) for tag, data in batch.events]
+        self.write(events)
+        self.sent_events += count
+
+    def write(self, events):
+        """Store ``[((tag, data, master_id), job_returns), ...]`` in one transaction if it can.
+
+        Events that make no rows, or that the database refuses while it
+        answers, are dead-lettered once each; StoreError if it is unreachable.
+        """
+        prepared = []
+        for item, job_returns in events:
+            tag, data, master_id = item
+            try:
+                prepared.append((item, records.rows_from_event(tag, data, master_id, job_returns=job_returns)))
+            except Exception as err:  # pylint: disable=broad-except  # RecordError or data the code cannot read
+                self._refused(item, f"rejected: {type(err).__name__}: {err}")
         if prepared:
             deadletters.write_isolating(self.store, prepared, deadletters.merge_rows, lambda entry, reason: self._refused(entry[0], reason))
-        self.sent_events += count
 
     def close(self):
         pass
@@ -102,7 +111,7 @@ class Forwarder(threading.Thread):
         super().__init__(name="relay-forwarder", daemon=True)
         self.returns_from_job_cache = returns_from_job_cache
         # The engine loop and the outbox drainer both submit.
-        self._submit_lock = threading.RLock()
+        self._submit_lock = threading.Lock()
         self.writer = SpoolWriter(directory)
         self.reader = SpoolReader(directory)
         self.sink = sink

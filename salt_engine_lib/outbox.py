@@ -24,7 +24,7 @@ import time
 
 from salt_engine_lib import deadletters, records
 from salt_engine_lib.errors import StoreError
-from salt_engine_lib.forwarder import JournalFull
+from salt_engine_lib.forwarder import JournalFull, StoreSink
 from salt_engine_lib.spool import SpoolReader, SpoolWriter, pack, unpack
 
 log = logging.getLogger(__name__)
@@ -168,6 +168,8 @@ class OutboxDrainer(threading.Thread):
         self.batch_size = batch_size
         self.idle_seconds = idle_seconds
         self.dead_letters = dead_letters or deadletters.DeadLetterFile(relay_dir(opts) / "dead-letters")
+        # Only when the journal is full: the embedded mode's way into the store.
+        self.direct_sink = StoreSink(store, self.dead_letters)
         self.moved = 0
         self.written_directly = 0
         self.failures = 0
@@ -232,19 +234,9 @@ class OutboxDrainer(threading.Thread):
         return True
 
     def _store_directly(self, by_master):
-        entries = []
-        for master_id, events in by_master.items():
-            for tag, data in events:
-                item = {"tag": tag, "data": data, "master_id": master_id}
-                try:
-                    entries.append((item, records.rows_from_event(tag, data, master_id)))
-                except Exception as err:  # pylint: disable=broad-except
-                    self.dead_letters.add(item, f"rejected: {type(err).__name__}: {err}")
-        if entries:
-            deadletters.write_isolating(
-                self.store, entries, deadletters.merge_rows, lambda entry, reason: self.dead_letters.add(entry[0], reason),
-            )
-        self.written_directly += len(entries)
+        events = [((tag, data, master_id), True) for master_id, pairs in by_master.items() for tag, data in pairs]
+        self.direct_sink.write(events)
+        self.written_directly += len(events)
 
     def stop(self):
         self.stopping.set()
