@@ -19,21 +19,11 @@ from typing import Optional
 from salt_engine_lib.errors import ConfigError
 from salt_engine_lib.urls import mask_url, validate_broker_url, validate_database_url
 
-# Tags a Salt admin queries: job publishes and returns, runner/wheel returns,
-# key events, minion starts, beacons. Everything else is dropped unless
-# listed in include_tags.
-DEFAULT_INCLUDE_TAGS = (
-    "salt/job/*/new",
-    "salt/job/*/ret/*",
-    "salt/run/*/new",
-    "salt/run/*/ret",
-    "salt/wheel/*/ret",
-    "salt/key",
-    "salt/minion/*/start",
-    "salt/beacon/*",
-)
-# Redundant traffic: authentication chatter, presence pings, and the legacy
-# minion_start event that repeats salt/minion/<id>/start.
+# Every tag is kept (custom event.send tags, reactors, orchestration, cloud,
+# state progress) except this documented noise: authentication chatter,
+# presence pings, and the legacy minion_start event that repeats
+# salt/minion/<id>/start. include_tags, if set, turns this into a whitelist.
+DEFAULT_INCLUDE_TAGS = ()
 DEFAULT_EXCLUDE_TAGS = ("salt/auth", "minion_ping", "minion_start", "salt/presence/*")
 # Returns of these functions are the CLI polling running jobs.
 DEFAULT_EXCLUDE_FUNCTIONS = ("saltutil.find_job", "saltutil.running")
@@ -131,6 +121,9 @@ def _ssl_options(allowed):
         unknown = sorted(set(value) - set(allowed))
         if unknown:
             raise ConfigError(f"relay:{key}:{unknown[0]} is not a known option; allowed: {', '.join(allowed)}")
+        if "verify" in value and not isinstance(value["verify"], bool):
+            # A string "false" would read as true: verification stays on only if meant.
+            raise ConfigError(f"relay:{key}:verify must be true or false, got {value['verify']!r}")
         for name in ("ca_certs", "certfile", "keyfile", "ca", "cert", "key"):
             path = value.get(name)
             if path is not None and not os.path.isfile(str(path)):
@@ -176,7 +169,9 @@ class RelayConfig:
     spool_dir: Optional[str] = None
     #: Bound of the spool; beyond it events are counted as lost and logged.
     spool_max_bytes: int = 1 << 30
+    #: Tag globs to keep; empty (the default): every tag not excluded.
     include_tags: tuple = DEFAULT_INCLUDE_TAGS
+    #: Tag globs dropped as noise.
     exclude_tags: tuple = DEFAULT_EXCLUDE_TAGS
     exclude_functions: tuple = DEFAULT_EXCLUDE_FUNCTIONS
     #: Identical events within this many seconds are stored once.

@@ -186,3 +186,26 @@ def salt_factories_config():
     root = pathlib.Path(tempfile.mkdtemp(prefix="srly-", dir="/tmp"))
     yield {"root_dir": root}
     shutil.rmtree(root, ignore_errors=True)
+
+
+def pytest_unconfigure(config):
+    """Leave the run ending on pytest's summary.
+
+    Importing Salt installs a temporary handler that queues every log record
+    of this process (salt-factories forwards the daemons' records here) and
+    writes the queue to the ``sys.stderr`` of import time at exit. Under
+    pytest that stream is the capture file, closed by then: each queued
+    record became a "--- Logging error ---" traceback. pytest already showed
+    what the tests logged; the queue is dropped.
+    """
+    try:
+        from salt._logging import impl
+    except ImportError:
+        return
+    handler = impl.get_temp_handler()
+    if handler is not None:
+        import logging
+
+        logging.root.removeHandler(handler)
+        handler.sync_with_handlers(())  # empties the queue, hands the records to no one
+        impl.setup_temp_handler.__handler__ = None

@@ -85,6 +85,21 @@ def test_engine_stores_bus_events(store, ping_jid, salt_minion):
     assert tags, f"engine did not store the job's events: {stored_tags()}"
 
 
+def _stored_event_tags(store, prefix):
+    with store.engine.connect() as conn:
+        return {row.tag for row in conn.execute(sa.select(events.c.tag).where(events.c.tag.like(f"{prefix}%")))}
+
+
+def test_custom_tags_are_stored_by_default(salt_call_cli, salt_run_cli, store):
+    """No include_tags configured: a site's own events reach SQL (issue #14)."""
+    sent = salt_call_cli.run("event.send", "mycompany/deploy/done", '{"release": "42"}')
+    assert sent.returncode == 0 and sent.data is True, sent
+    fired = salt_run_cli.run("event.send", "mycompany/orchestration/stage1", '{"ok": true}')
+    assert fired.returncode == 0, fired
+    wanted = {"mycompany/deploy/done", "mycompany/orchestration/stage1"}
+    assert wait_for(lambda: wanted <= _stored_event_tags(store, "mycompany/")), _stored_event_tags(store, "mycompany/")
+
+
 def test_engine_counts_filtered_events(salt_master, ping_jid):
     stats_file = salt_master.config["cachedir"] + "/relay/engine-stats.json"
     stats = wait_for(lambda: json.load(open(stats_file)) if __import__("os").path.exists(stats_file) else None)

@@ -29,9 +29,36 @@ def test_defaults_drop_redundant_traffic_and_count_by_reason():
     assert not events.accept("minion_start", {"id": "m1"})
     assert not events.accept("salt/job/20261125120000000003/ret/m1", {"fun": "saltutil.find_job", "return": {}})
     assert not events.accept("salt/job/20261125120000000004/new", {"fun": ["test.ping", "saltutil.running"]})
-    assert not events.accept("some/custom/tag", {"x": 1})
+    assert not events.accept("salt/presence/present", {"present": ["m1"]})
+    assert not events.accept("minion_ping", {"id": "m1"})
     assert not events.accept("salt/key", "not a dict")
-    assert events.dropped == {"excluded_tag": 2, "excluded_function": 2, "not_included": 1, "malformed": 1}
+    assert events.dropped == {"excluded_tag": 4, "excluded_function": 2, "malformed": 1}
+
+
+def test_defaults_keep_every_other_tag():
+    """Custom tags are what a site fires itself: storing them needs no configuration."""
+    events, _ = make_filter()
+    kept = [
+        "mycompany/deploy/done",
+        "salt/minion/m1/start",
+        "salt/job/20261125120000000007/prog/m1/0",
+        "salt/run/20261125120000000008/new",
+        "salt/cloud/vm1/created",
+        "salt/beacon/m1/inotify//etc/hosts",
+        "salt/key",
+        "salt/wheel/20261125120000000009/ret",
+        "orchestrate/stage/1",
+    ]
+    for tag in kept:
+        assert events.accept(tag, {"x": tag}), tag
+    assert events.accepted == len(kept) and not events.dropped
+
+
+def test_include_tags_turn_the_default_into_a_whitelist():
+    events, _ = make_filter(include_tags=["salt/job/*"])
+    assert events.accept("salt/job/20261125120000000010/new", {"fun": "test.ping"})
+    assert not events.accept("mycompany/deploy/done", {"x": 1})
+    assert events.dropped == {"not_included": 1}
 
 
 def test_repeated_return_within_window_is_dropped_once_window_passes_it_is_kept():
