@@ -8,14 +8,16 @@ the queue name, so there is nothing else to declare or misconfigure.
 """
 
 import logging
+import os
 import socket
 import ssl
+import urllib.parse
 
 import kombu
 from kombu.exceptions import OperationalError
 
 from salt_engine_lib import message
-from salt_engine_lib.errors import BrokerUnavailable
+from salt_engine_lib.errors import BrokerUnavailable, ConfigError
 from salt_engine_lib.urls import mask_url
 
 log = logging.getLogger(__name__)
@@ -25,6 +27,7 @@ log = logging.getLogger(__name__)
 # (Kombu's default, lower it with relay:broker_transport_options).
 _REDIS_DEFAULTS = {"socket_connect_timeout": 5, "socket_timeout": 30, "visibility_timeout": 3600}
 _CERT_REQS = {"none": ssl.CERT_NONE, "optional": ssl.CERT_OPTIONAL, "required": ssl.CERT_REQUIRED}
+_unverified_warned_pid = None  # the PID that logged the cert_reqs: none warning
 
 
 def is_redis(url):
@@ -32,22 +35,59 @@ def is_redis(url):
 
 
 def _cert_reqs(value):
+    if isinstance(value, bool):  # YAML true/false
+        return ssl.CERT_REQUIRED if value else ssl.CERT_NONE
     if isinstance(value, int):
         return value
     key = str(value).lower().removeprefix("cert_")
+    if key not in _CERT_REQS:
+        raise ConfigError(f"relay:broker_ssl:cert_reqs must be one of none, optional, required, got {value!r}")
     return _CERT_REQS[key]
 
 
+def _warn_unverified(url):
+    global _unverified_warned_pid  # pylint: disable=global-statement
+    if _unverified_warned_pid == os.getpid():
+        return
+    _unverified_warned_pid = os.getpid()
+    # Host and port only: the URL may carry a password.
+    where = urllib.parse.urlsplit(url.split(";", 1)[0]).netloc.rsplit("@", 1)[-1] or "localhost"
+    log.warning(
+        "relay:broker_ssl:cert_reqs is none: TLS to the broker at %s does not check the "
+        "server certificate or host name, so anyone on the path can pose as the broker",
+        where,
+    )
+
+
 def ssl_options(url, broker_ssl):
-    """Kombu's ``ssl=`` argument for this transport, from relay:broker_ssl."""
+    """Kombu's ``ssl=`` argument for this transport, from relay:broker_ssl.
+
+    TLS (``amqps://``, ``rediss://`` or any broker_ssl) verifies the broker by
+    default: its certificate against ``ca_certs``, or against the system CA
+    store when ``ca_certs`` is not given, and its host name. ``cert_reqs:
+    none`` drops both checks and is logged at WARNING once per process.
+    """
     scheme = url.split("://", 1)[0]
     if broker_ssl is None and scheme not in ("amqps", "rediss"):
         return None
     options = dict(broker_ssl or {})
-    options.setdefault("cert_reqs", "required")
-    options["cert_reqs"] = _cert_reqs(options["cert_reqs"])
+    options["cert_reqs"] = _cert_reqs(options.get("cert_reqs", "required"))
+    verify = options["cert_reqs"] != ssl.CERT_NONE
+    if not verify:
+        _warn_unverified(url)
     if is_redis(url):  # redis-py spells them ssl_*
-        return {f"ssl_{key}": value for key, value in options.items()}
+        options = {f"ssl_{key}": value for key, value in options.items()}
+        # redis-py < 6 does not check the host name unless told to; it loads
+        # the system store itself (create_default_context) when ca_certs is unset.
+        options["ssl_check_hostname"] = verify
+        return options
+    if verify:
+        # py-amqp checks the host name only when given one, and loads the system
+        # store itself (load_default_certs) when ca_certs is unset. The name is
+        # the URL's as written: Kombu's own server_hostname=None fill-in takes
+        # it after turning localhost into 127.0.0.1. With a failover list
+        # (host1;host2) it is the first host's name.
+        options["server_hostname"] = urllib.parse.urlsplit(url.split(";", 1)[0]).hostname
     return options
 
 

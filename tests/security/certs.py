@@ -1,4 +1,4 @@
-"""Throwaway TLS material for the security tests: a CA, a server and a client certificate.
+"""Throwaway TLS material for the security tests: a CA, server and client certificates.
 
 Made with ``cryptography`` (a Salt dependency, so always installed). EC P-256
 keys keep generation in the milliseconds. Private keys are written 0600: libpq
@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 SERVER_NAMES = ("127.0.0.1", "localhost")
+WRONG_HOST_NAME = "wrong-host.invalid"  # the only name on the wrong-host server certificate
 CLIENT_NAME = "relay_client"  # also the PostgreSQL role that logs in with the client certificate
 
 
@@ -29,6 +30,12 @@ class Certs:
     server_key: pathlib.Path
     client_cert: pathlib.Path
     client_key: pathlib.Path
+    wrong_host_cert: pathlib.Path
+    wrong_host_key: pathlib.Path
+
+    def for_wrong_host(self):
+        """The same CA with the wrong-host certificate as the server's: what a server started with it presents."""
+        return dataclasses.replace(self, server_cert=self.wrong_host_cert, server_key=self.wrong_host_key)
 
 
 def _name(common_name):
@@ -60,7 +67,8 @@ def _builder(subject, issuer, public_key, now):
 
 
 def make_certs(directory, prefix=""):
-    """A CA plus a server (CN/SAN 127.0.0.1, localhost) and a client certificate it signed, in ``directory``."""
+    """A CA plus what it signed, in ``directory``: a server (CN/SAN 127.0.0.1, localhost),
+    a client and a wrong-host server certificate (SAN wrong-host.invalid only)."""
     directory = pathlib.Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     now = datetime.datetime.now(datetime.timezone.utc)
@@ -99,6 +107,8 @@ def make_certs(directory, prefix=""):
         [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")],
     )
     client_key, client_cert = leaf(CLIENT_NAME, ExtendedKeyUsageOID.CLIENT_AUTH)
+    # Valid and signed by the CA, for a name the tests never connect to.
+    wrong_host_key, wrong_host_cert = leaf(WRONG_HOST_NAME, ExtendedKeyUsageOID.SERVER_AUTH, [x509.DNSName(WRONG_HOST_NAME)])
 
     certs = Certs(
         ca=directory / f"{prefix}ca.pem",
@@ -106,10 +116,14 @@ def make_certs(directory, prefix=""):
         server_key=directory / f"{prefix}server.key",
         client_cert=directory / f"{prefix}client.pem",
         client_key=directory / f"{prefix}client.key",
+        wrong_host_cert=directory / f"{prefix}wrong-host.pem",
+        wrong_host_key=directory / f"{prefix}wrong-host.key",
     )
     _write_cert(certs.ca, ca_cert)
     _write_cert(certs.server_cert, server_cert)
     _write_key(certs.server_key, server_key)
     _write_cert(certs.client_cert, client_cert)
     _write_key(certs.client_key, client_key)
+    _write_cert(certs.wrong_host_cert, wrong_host_cert)
+    _write_key(certs.wrong_host_key, wrong_host_key)
     return certs

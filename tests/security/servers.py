@@ -4,16 +4,23 @@ Each one listens on 127.0.0.1 on a free port, keeps its data in a temporary
 directory and is stopped by the test that started it. The machine's shared
 servers are never touched. A missing binary skips the tests (fails them under
 ``CI``, as tests/conftest.py does for an unreachable shared server).
+
+RabbitMQ is not started privately (a node is slow to start and needs its own
+Erlang distribution setup): :func:`tls_front` puts a private TLS listener in
+front of the shared clear-text one, which it only connects to as a client.
 """
 
+import asyncio
 import contextlib
 import glob
 import os
 import pwd
 import shutil
 import socket
+import ssl
 import subprocess
 import tempfile
+import threading
 import time
 
 import pytest
@@ -218,3 +225,55 @@ def mariadb_server(directory, certs):
         yield port, str(sock)
     finally:
         _stop(proc, timeout=60)
+
+
+# -- TLS front (RabbitMQ) ------------------------------------------------------
+
+
+@contextlib.contextmanager
+def tls_front(certs, target_host, target_port):
+    """Port of a private TLS listener that relays each decrypted connection to target_host:target_port.
+
+    AMQP starts with TLS (no STARTTLS), so the client's handshake is with this
+    listener and its certificate (``certs.server_cert``), and the shared
+    clear-text RabbitMQ behind it needs no change.
+    """
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(certs.server_cert, certs.server_key)
+    loop = asyncio.new_event_loop()
+    loop.set_exception_handler(lambda _loop, _context: None)  # refused handshakes are the point of some tests
+
+    async def pipe(reader, writer):
+        try:
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        except (OSError, ssl.SSLError):
+            pass
+        finally:
+            writer.close()
+
+    async def relay(client_reader, client_writer):
+        try:
+            upstream_reader, upstream_writer = await asyncio.open_connection(target_host, target_port)
+        except OSError:
+            client_writer.close()
+            return
+        await asyncio.gather(pipe(client_reader, upstream_writer), pipe(upstream_reader, client_writer))
+
+    async def shutdown():
+        server.close()
+        for task in asyncio.all_tasks():
+            if task is not asyncio.current_task():
+                task.cancel()
+
+    server = loop.run_until_complete(asyncio.start_server(relay, "127.0.0.1", 0, ssl=context))
+    thread = threading.Thread(target=loop.run_forever, name="tls-front", daemon=True)
+    thread.start()
+    try:
+        yield server.sockets[0].getsockname()[1]
+    finally:
+        asyncio.run_coroutine_threadsafe(shutdown(), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+        loop.close()
