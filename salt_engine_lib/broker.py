@@ -180,21 +180,31 @@ class Publisher:
         self._producer = None
 
 
-def queue_depths(config):
-    """{queue name: messages waiting} for the work queue and the dead-letter queue."""
-    depths = {}
+def queue_stats(config):
+    """{queue name: {messages, consumers}} for the work queue and the dead-letter queue.
+
+    ``consumers`` is None on Redis (Kombu's Redis transport cannot count
+    them); ``messages`` is None for a RabbitMQ queue not declared yet.
+    """
+    stats = {}
+    redis = is_redis(config.broker_url)
     with connection(config) as conn:
         try:
             conn.ensure_connection(max_retries=1)
             channel = conn.default_channel
             for name in (config.queue, config.dead_letter_queue):
                 try:
-                    _, count, _ = channel.queue_declare(queue=name, passive=True)
+                    _, count, consumers = channel.queue_declare(queue=name, passive=True)
                 except conn.channel_errors:
                     # Not declared yet; on Redis an emptied queue's list is gone.
-                    count = 0 if is_redis(config.broker_url) else None
+                    count, consumers = (0 if redis else None), (None if redis else 0)
                     channel = conn.channel()
-                depths[name] = count
+                stats[name] = {"messages": count, "consumers": None if redis else consumers}
         except Exception as err:  # pylint: disable=broad-except
             raise BrokerUnavailable(f"{mask_url(config.broker_url)}: {type(err).__name__}: {err}") from err
-    return depths
+    return stats
+
+
+def queue_depths(config):
+    """{queue name: messages waiting} for the work queue and the dead-letter queue."""
+    return {name: stats["messages"] for name, stats in queue_stats(config).items()}

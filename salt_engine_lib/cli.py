@@ -14,7 +14,9 @@ import time
 import click
 
 from salt_engine_lib import config as relay_config
+from salt_engine_lib import status as status_report
 from salt_engine_lib.errors import RelayError
+from salt_engine_lib.status import Thresholds
 from salt_engine_lib.store import Store, migrate, queries, translate_errors
 from salt_engine_lib.urls import mask_url
 
@@ -35,10 +37,19 @@ def read_salt_opts(config_dir):
 
 
 class Context:
-    def __init__(self, config_dir, flags):
-        self.config_dir = config_dir
-        self.flags = {key: value for key, value in flags.items() if value is not None}
+    """What every command needs, from the global options (read when first used: they may follow the subcommand)."""
+
+    def __init__(self, meta):
+        self._meta = meta
         self._opts = None
+
+    @property
+    def config_dir(self):
+        return self._meta.get("relay.config_dir", DEFAULT_CONFIG_DIR)
+
+    @property
+    def flags(self):
+        return {key: self._meta[f"relay.{key}"] for key in ("database_url", "broker_url") if f"relay.{key}" in self._meta}
 
     @property
     def opts(self):
@@ -48,7 +59,7 @@ class Context:
 
     @property
     def config(self):
-        overrides = {**relay_config.env_overrides(), **self.flags}
+        overrides = {**relay_config.env_overrides(), **self.flags}  # flags over the environment
         return relay_config.from_salt_opts(self.opts, overrides=overrides)
 
     def store(self, auto_upgrade=None):
@@ -62,16 +73,69 @@ def _fail(err):
     raise click.ClickException(f"{type(err).__name__}: {err}")
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("-c", "--config-dir", default="/etc/salt", show_default=True, help="Salt config dir holding the relay: block.")
-@click.option("--database-url", default=None, help="Overrides relay:database_url.")
-@click.option("--broker-url", default=None, help="Overrides relay:broker_url.")
-@click.option("-l", "--log-level", default="warning", show_default=True, type=click.Choice(["debug", "info", "warning", "error"]))
+LOG_LEVELS = ("debug", "info", "warning", "error")
+DEFAULT_CONFIG_DIR = "/etc/salt"
+
+
+def _remember(ctx, param, value):
+    """Keep a global option wherever it was given (before or after the subcommand; the last wins)."""
+    if value is not None:
+        ctx.meta[f"relay.{param.name}"] = value
+        if param.name == "log_level":
+            logging.getLogger().setLevel(value.upper())
+    return value
+
+
+def _global_options():
+    """The options every salt-relay command accepts, before or after its name (as Salt's own CLIs)."""
+    common = {"default": None, "expose_value": False, "callback": _remember, "is_eager": True}
+    return [
+        click.Option(["-c", "--config-dir"], help=f"Salt config dir holding the relay: block [default: {DEFAULT_CONFIG_DIR}].", **common),
+        click.Option(["--database-url"], help="Overrides relay:database_url.", **common),
+        click.Option(["--broker-url"], help="Overrides relay:broker_url.", **common),
+        click.Option(["-l", "--log-level"], type=click.Choice(LOG_LEVELS), help="[default: warning]", **common),
+    ]
+
+
+class RelayCommand(click.Command):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.params.extend(_global_options())
+
+
+class RelayGroup(click.Group):
+    command_class = RelayCommand
+    group_class = type  # subgroups are RelayGroups too
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.params.extend(_global_options())
+
+
+def _print_version(ctx, _param, value):
+    if not value or ctx.resilient_parsing:
+        return
+    import importlib.metadata  # pylint: disable=import-outside-toplevel
+
+    import salt.version  # pylint: disable=import-outside-toplevel
+
+    try:
+        ours = importlib.metadata.version("salt-relay")
+    except importlib.metadata.PackageNotFoundError:
+        ours = "unknown (not installed)"
+    click.echo(f"salt-relay {ours} (Salt {salt.version.__version__}, Python {sys.version.split()[0]})")
+    ctx.exit()
+
+
+@click.group(cls=RelayGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--version", is_flag=True, expose_value=False, is_eager=True, callback=_print_version, help="Show the versions and exit.")
 @click.pass_context
-def main(ctx, config_dir, database_url, broker_url, log_level):
+def main(ctx):
     """salt-relay: Salt job returns and events, batched into SQL."""
-    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    ctx.obj = Context(config_dir, {"database_url": database_url, "broker_url": broker_url})
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if "relay.log_level" not in ctx.meta:
+        logging.getLogger().setLevel(logging.WARNING)
+    ctx.obj = Context(ctx.meta)
 
 
 @main.group()
@@ -147,61 +211,43 @@ def worker(obj, concurrency, queue_name, prefetch):
 
 
 @main.command()
-@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+@click.option("--json", "as_json", is_flag=True, help="Print the JSON document (schema in the README).")
+@click.option("--watch", type=click.FloatRange(min=0.5), default=None, metavar="N", help="Redraw every N seconds.")
+@click.option("--engine-silent", type=click.FloatRange(min=0), default=Thresholds.engine_silent_seconds, show_default=True, metavar="S",
+              help="Seconds without an engine report after which it counts as down.")
+@click.option("--journal-warn", type=click.FloatRange(0, 100), default=Thresholds.journal_percent, show_default=True, metavar="PCT",
+              help="Journal use (% of spool_max_bytes) that makes the status degraded.")
+@click.option("--lag-warn", type=click.FloatRange(min=0), default=Thresholds.lag_seconds, show_default=True, metavar="S",
+              help="Age of the oldest unforwarded batch that makes the status degraded.")
 @click.pass_obj
-def status(obj, as_json):
-    """Show the configuration in use (passwords masked) and what the store holds."""
+def status(obj, as_json, watch, engine_silent, journal_warn, lag_warn):
+    """Engine, capture, journal, queues, dead letters and schema; exit 0 healthy, 1 degraded, 2 down."""
+    thresholds = Thresholds(engine_silent, journal_warn, lag_warn)
     try:
         config = obj.config
-        store = obj.store()
-        report = {
-            "broker_url": mask_url(config.broker_url) or "embedded",
-            "database_url": mask_url(store.database_url),
-            "schema": migrate.head_revision(),
-            "rows": store.read(queries.counts),
-            "engine": _engine_stats(obj.opts),
-            "dead_letters_on_disk": _dead_letters_on_disk(obj.opts),
-        }
-        if config.broker_url:
-            report["queues"] = _queue_depths(config)
+        url = relay_config.database_url(config, obj.opts)
     except RelayError as err:
         _fail(err)
-    if as_json:
-        click.echo(json.dumps(report, indent=2, default=str))
-        return
-    for key, value in report.items():
-        click.echo(f"{key:14} {value}")
+    store = Store(url, ssl=config.database_ssl, auto_upgrade=False)
 
+    def check():
+        report = status_report.assess(
+            status_report.gather(config, obj.opts, url, lambda: _raw_engine(store)), config, thresholds
+        )
+        click.echo(json.dumps(report, indent=2, default=str) if as_json else status_report.render(report))
+        return report["exit_status"]
 
-def _engine_stats(opts):
-    """What the engine last wrote about itself, with its age; None if it never ran here."""
-    from salt_engine_lib.engine import stats_path  # pylint: disable=import-outside-toplevel
-
-    path = stats_path(opts)
+    if watch is None:
+        sys.exit(check())
+    exit_status = 0
     try:
-        stats = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    stats["age_seconds"] = round(time.time() - stats.get("updated", 0), 1)
-    return stats
-
-
-def _dead_letters_on_disk(opts):
-    """Items the engine kept aside because the database refused them (embedded mode, outbox)."""
-    from salt_engine_lib.deadletters import count_dead_letters  # pylint: disable=import-outside-toplevel
-    from salt_engine_lib.outbox import relay_dir  # pylint: disable=import-outside-toplevel
-
-    directory = relay_dir(opts) / "dead-letters"
-    return {"count": count_dead_letters(directory), "directory": str(directory)}
-
-
-def _queue_depths(config):
-    from salt_engine_lib import broker  # pylint: disable=import-outside-toplevel
-
-    try:
-        return broker.queue_depths(config)
-    except RelayError as err:
-        return {"error": str(err)}
+        while True:
+            click.clear()
+            exit_status = check()
+            time.sleep(watch)
+    except KeyboardInterrupt:
+        pass
+    sys.exit(exit_status)
 
 
 def _raw_engine(store):

@@ -188,6 +188,8 @@ class RelayEngine:
             "unencodable": fwd.unencodable,
             "dead_lettered": self.dead_letters.count,
             "spool_pending_bytes": fwd.pending_bytes(fresh=True),
+            "journal": {**fwd.unforwarded(), "max_bytes": self.config.spool_max_bytes},
+            "reader_alive": self.reader.is_alive(),
             "spool_lost_events": fwd.dropped_events,
             "forward_failures": fwd.failures,
             "last_error": fwd.last_error,

@@ -140,6 +140,11 @@ class Forwarder(threading.Thread):
             self._pending_checked_at = now
         return self._pending_bytes
 
+    def unforwarded(self):
+        """{batches, bytes, oldest_created}: what the journal holds that its sink has not confirmed."""
+        batches, size, first = self.reader.backlog()
+        return {"batches": batches, "bytes": size, "oldest_created": message.created_at(first) if first else None}
+
     def submit(self, events, master_id, keep_on_full=False):
         """Journal one batch; JournalFull if the bound is reached.
 

@@ -115,3 +115,20 @@ def peek(body):
         if key == "id":
             message_id = str(value)
     return message_id, count
+
+
+def created_at(body):
+    """The ``created`` time of a body :func:`encode` made, without decoding the events; None if unreadable."""
+    unpacker = msgpack.Unpacker(raw=False, strict_map_key=False, unicode_errors="surrogatepass", max_buffer_size=max(len(body), 1))
+    unpacker.feed(body)
+    try:
+        for _ in range(unpacker.read_map_header()):
+            key = unpacker.unpack()
+            if key == "events":
+                return None
+            value = unpacker.unpack()
+            if key == "created" and isinstance(value, (int, float)):
+                return float(value)
+    except Exception:  # pylint: disable=broad-except  # a status must not fail on one bad record
+        return None
+    return None

@@ -127,6 +127,29 @@ class SpoolReader:
                 continue
         return total
 
+    def backlog(self):
+        """(records, bytes, first record) not yet committed; walks frame headers only."""
+        count, size, first = 0, 0, None
+        for path in self.segments():
+            offset = self._offsets.get(path.stem, 0)
+            try:
+                with open(path, "rb") as handle:
+                    end = os.fstat(handle.fileno()).st_size
+                    position = offset
+                    while position + _HEADER.size <= end:
+                        handle.seek(position)
+                        (length,) = _HEADER.unpack(handle.read(_HEADER.size))
+                        if position + _HEADER.size + length > end:
+                            break  # the writer is mid-append
+                        if first is None:
+                            first = handle.read(length)
+                        count += 1
+                        position += _HEADER.size + length
+                    size += end - offset
+            except FileNotFoundError:
+                continue
+        return count, size, first
+
     def read(self, max_records):
         """Up to ``max_records`` records and a token for :meth:`commit`."""
         records, positions = [], {}

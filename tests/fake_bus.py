@@ -16,6 +16,9 @@ class FakeReader:
     def stop(self):
         pass
 
+    def is_alive(self):
+        return True
+
 
 def feed(relay, events):
     """Bus events through the engine loop into its journal (the forwarder is not run here)."""

@@ -189,8 +189,10 @@ def test_spool_bound_hit_is_counted_and_reported(salt_factories, services, store
         assert counts["events_stored"] + stats["spool_lost_events"] == sent["fired"], (counts, stats)
         assert counts["events_doubled"] == 0
         status = subprocess.run([SALT_RELAY, "-c", factory.config_dir, "status", "--json"], capture_output=True, text=True, timeout=60, check=False)
-        assert status.returncode == 0, status.stderr
-        assert json.loads(status.stdout)["engine"]["spool_lost_events"] == stats["spool_lost_events"]
+        assert status.returncode == 1, status.stderr  # degraded: events were lost to the bound
+        report = json.loads(status.stdout)
+        assert report["state"] == "degraded" and report["events"]["lost_to_spool_bound"] == stats["spool_lost_events"]
+        assert any("lost to the spool bound" in warning for warning in report["warnings"])
         log_text = pathlib.Path(factory.config["log_file"]).read_text(errors="replace")
         assert "spool is full" in log_text and "LOST" in log_text
         TABLE.append({"scenario": "spool bound hit (100 kB)", "fired": sent["fired"], "not_accepted_by_bus": sent["failed"], **counts, "counted_lost": stats["spool_lost_events"], "drain_seconds": None})

@@ -121,11 +121,14 @@ def test_status_reports_queues_and_engine(pipeline_master, worker, minion, store
         [SALT_RELAY, "-c", pipeline_master.config_dir, "status", "--json"],
         capture_output=True, text=True, timeout=60, env=env, check=False,
     )
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == 0, result.stdout + result.stderr
     report = json.loads(result.stdout)
+    assert report["state"] == "ok" and report["warnings"] == []
     queue_name = pipeline_master.config["relay"]["queue"]
-    assert isinstance(report["queues"][queue_name], int)
-    assert report["queues"][f"{queue_name}.dlq"] in (0, None)  # None: never declared
-    assert report["engine"]["mode"] == "broker" and report["engine"]["forwarded"] > 0
-    assert report["rows"]["returns"] > 0
+    queues = report["broker"]["queues"]
+    assert isinstance(queues[queue_name]["messages"], int)
+    assert queues[f"{queue_name}.dlq"]["messages"] in (0, None)  # None: never declared
+    assert report["engine"]["state"] == "up" and report["engine"]["capture"] == "up"
+    assert report["engine"]["mode"] == "broker" and report["events"]["published"] > 0
+    assert report["database"]["rows"]["returns"] > 0 and report["database"]["schema_current"]
     assert "guest:guest" not in result.stdout  # the broker password is masked

@@ -321,7 +321,7 @@ def test_cli_errors_hide_the_passwords(tmp_path, closed_port):
         "SALT_RELAY_BROKER_URL": f"amqp://relay:{PASSWORD}@127.0.0.1:{closed_port}//",
         "SALT_RELAY_DATABASE_URL": f"mysql+pymysql://relay:{PASSWORD}@127.0.0.1:{closed_port}/relay",
     }
-    # Database fine, broker down: status succeeds and reports the broker error, masked.
+    # Database fine, broker down: status reports the broker error, masked, and exits 2 (down).
     sqlite_env = {**env, "SALT_RELAY_DATABASE_URL": f"sqlite:///{tmp_path / 'relay.db'}"}
     started = [  # side by side: the broker retry waits overlap the other runs
         start_salt_relay(tmp_path, "status", env=env),
@@ -329,13 +329,14 @@ def test_cli_errors_hide_the_passwords(tmp_path, closed_port):
         start_salt_relay(tmp_path, "status", "--json", env=sqlite_env),
     ]
     (status_rc, status_out, status_err), (current_rc, current_out, current_err), (partial_rc, partial_out, partial_err) = map(finish, started)
-    for returncode, stderr in ((status_rc, status_err), (current_rc, current_err)):
-        assert returncode == 1, stderr[-2000:]
-        assert f"StoreError: mysql+pymysql://relay:***@127.0.0.1:{closed_port}/relay" in stderr
-    assert partial_rc == 0, partial_err[-2000:]
+    assert current_rc == 1, current_err[-2000:]
+    assert f"StoreError: mysql+pymysql://relay:***@127.0.0.1:{closed_port}/relay" in current_err
+    assert status_rc == 2, status_err[-2000:]
+    assert f"database unreachable: mysql+pymysql://relay:***@127.0.0.1:{closed_port}/relay" in status_out
+    assert partial_rc == 2, partial_err[-2000:]
     report = json.loads(partial_out)
-    assert report["broker_url"] == f"amqp://relay:***@127.0.0.1:{closed_port}//"
-    assert report["queues"]["error"].startswith(f"amqp://relay:***@127.0.0.1:{closed_port}//: ")
+    assert report["broker"]["url"] == f"amqp://relay:***@127.0.0.1:{closed_port}//"
+    assert report["broker"]["error"].startswith(f"amqp://relay:***@127.0.0.1:{closed_port}//: ")
     assert_hidden(
         status_out=status_out, status_err=status_err, current_out=current_out, current_err=current_err,
         partial_out=partial_out, partial_err=partial_err,
@@ -350,13 +351,17 @@ def test_cli_at_work_hides_the_passwords(tmp_path, password_redis, password_post
         "SALT_RELAY_DATABASE_URL": password_postgresql,
         "SALT_RELAY_QUEUE": unique_queue(),
     }
+    upgrade_rc, upgrade_out, upgrade_err = salt_relay(tmp_path, "-l", "info", "db", "upgrade", env=env)
+    assert upgrade_rc == 0, upgrade_err[-2000:]
+    assert upgrade_out.startswith(f"postgresql+psycopg://{shared.POSTGRESQL_USER}:***@")
     status_rc, status_out, status_err = salt_relay(tmp_path, "status", "--json", env=env)
-    assert status_rc == 0, status_err[-2000:]
-    assert "schema upgraded from None" in status_err  # the first use migrated the database, and logged its URL
+    assert status_rc == 2, status_err[-2000:]  # down: no engine runs in this test
     report = json.loads(status_out)
-    assert report["broker_url"] == f"redis://:***@127.0.0.1:{password_redis}/0"
-    assert report["database_url"].startswith(f"postgresql+psycopg://{shared.POSTGRESQL_USER}:***@")
-    assert report["queues"] == {env["SALT_RELAY_QUEUE"]: 0, "salt-relay.dlq": 0}
+    assert report["broker"]["url"] == f"redis://:***@127.0.0.1:{password_redis}/0"
+    assert report["database"]["url"].startswith(f"postgresql+psycopg://{shared.POSTGRESQL_USER}:***@")
+    assert report["broker"]["queues"] == {
+        env["SALT_RELAY_QUEUE"]: {"messages": 0, "consumers": None}, "salt-relay.dlq": {"messages": 0, "consumers": None},
+    }
     # The worker logs its broker and database when it starts consuming.
     worker = start_salt_relay(tmp_path, "worker", env=env)
     try:
@@ -367,7 +372,7 @@ def test_cli_at_work_hides_the_passwords(tmp_path, password_redis, password_post
     assert worker_rc == 0, worker_err[-3000:]
     assert "consuming" in worker_err, worker_err[-3000:]
     assert f"redis://:***@127.0.0.1:{password_redis}/0" in worker_err
-    assert_hidden(status=status_out + status_err, worker=worker_out + worker_err)
+    assert_hidden(upgrade=upgrade_out + upgrade_err, status=status_out + status_err, worker=worker_out + worker_err)
 
 
 def _consumer_count(env):

@@ -22,15 +22,17 @@ def test_db_upgrade_then_status_on_sqlite(tmp_path):
     again = runner.invoke(main, ["-c", str(tmp_path), "--database-url", url, "db", "upgrade"])
     assert "0001 -> 0001" in again.output
     status = runner.invoke(main, ["-c", str(tmp_path), "--database-url", url, "status", "--json"])
-    assert status.exit_code == 0, status.output
-    assert json.loads(status.output)["rows"] == {"jobs": 0, "returns": 0, "events": 0}
+    assert status.exit_code == 2, status.output  # down: no engine has run here
+    report = json.loads(status.output)
+    assert report["database"]["rows"] == {"jobs": 0, "returns": 0, "events": 0}
+    assert report["database"]["schema_revision"] == report["database"]["code_revision"] == "0001"
 
 
 def test_unreachable_database_is_a_clear_error_without_the_password(tmp_path):
     url = "mysql+pymysql://relay:s3cr3t-pw@127.0.0.1:1/salt"
     result = CliRunner().invoke(main, ["-c", str(tmp_path), "--database-url", url, "status"])
-    assert result.exit_code == 1
-    assert "StoreError" in result.output and "relay:***@127.0.0.1:1" in result.output
+    assert result.exit_code == 2
+    assert "database unreachable: mysql+pymysql://relay:***@127.0.0.1:1/salt" in result.output
     assert "s3cr3t-pw" not in result.output
 
 
@@ -39,8 +41,8 @@ def test_config_from_salt_config_dir_and_env(tmp_path, monkeypatch):
     (tmp_path / "master").write_text(f"relay:\n  database_url: sqlite:///{db}\n  batch_size: 10\n")
     monkeypatch.setenv("SALT_RELAY_BATCH_SIZE", "20")
     result = CliRunner().invoke(main, ["-c", str(tmp_path), "status", "--json"])
-    assert result.exit_code == 0, result.output
-    assert json.loads(result.output)["database_url"] == f"sqlite:///{db}"
+    assert result.exit_code == 2, result.output
+    assert json.loads(result.output)["database"]["url"] == f"sqlite:///{db}"
     bad = CliRunner().invoke(main, ["-c", str(tmp_path), "status"], env={"SALT_RELAY_BATCH_SIZE": "abc"})
     assert bad.exit_code == 1 and "relay:batch_size must be a positive integer, got 'abc'" in bad.output
 
@@ -58,5 +60,6 @@ def test_status_counts_dead_letters_kept_on_disk(tmp_path):
     (tmp_path / "master").write_text(f"cachedir: {tmp_path / 'cache'}\nrelay:\n  database_url: sqlite:///{tmp_path / 'r.db'}\n")
     DeadLetterFile(tmp_path / "cache" / "relay" / "dead-letters").add({"tag": "t"}, "the database refused it")
     result = CliRunner().invoke(main, ["-c", str(tmp_path), "status", "--json"])
-    assert result.exit_code == 0, result.output
-    assert json.loads(result.output)["dead_letters_on_disk"]["count"] == 1
+    report = json.loads(result.output)
+    assert report["dead_letters"]["on_disk"] == 1
+    assert any("1 dead letters on disk" in warning for warning in report["warnings"])

@@ -1,0 +1,266 @@
+"""``salt-relay status``: what a person paged at night, or a monitor, needs to know.
+
+:func:`gather` builds the report (the ``--json`` document, schema below),
+:func:`assess` adds the warnings and the state, :func:`render` prints it.
+Nothing here changes anything: the database is read without the automatic
+schema upgrade.
+
+JSON document, ``schema_version`` 1 (keys are stable; new keys may appear)::
+
+    schema_version, state ("ok" | "degraded" | "down"), exit_status (0 | 1 | 2),
+    warnings [text], checked_at (epoch s), mode ("embedded" | "broker"),
+    engine   {state ("up" | "down"), running, pid, mode, seconds_since_report, capture ("up" | "down" | "unknown"), stats_file}
+    events   {captured, kept, filtered, filtered_by_reason {reason: n}, stored, published,
+              lost_to_spool_bound, bus_drops, reader_overflowed}
+    journal  {batches, bytes, max_bytes, used_percent, lag_seconds, directory}
+    outbox   {bytes, directory}
+    dead_letters {on_disk, directory, in_queue}
+    broker   {url, reachable, error, queues {name: {messages, consumers}}}   (null when embedded)
+    database {url, reachable, error, schema_revision, code_revision, schema_current,
+              rows {jobs, returns, events}}
+"""
+
+import dataclasses
+import datetime
+import json
+import pathlib
+import time
+
+from salt_engine_lib.errors import RelayError
+from salt_engine_lib.urls import mask_url
+
+SCHEMA_VERSION = 1
+EXIT_STATUS = {"ok": 0, "degraded": 1, "down": 2}
+
+
+@dataclasses.dataclass(frozen=True)
+class Thresholds:
+    #: The engine rewrites its stats every 2 s; silent longer than this, it is down.
+    engine_silent_seconds: float = 10.0
+    #: Journal use (percent of spool_max_bytes) that needs a person.
+    journal_percent: float = 80.0
+    #: Age of the oldest unforwarded batch that needs a person.
+    lag_seconds: float = 60.0
+
+
+def _read_engine_stats(path):
+    try:
+        return json.loads(pathlib.Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def gather(config, opts, database_url, raw_engine, now=None):
+    """The report (without warnings) for this config; never raises for an unreachable server."""
+    from salt_engine_lib import deadletters, engine, outbox  # pylint: disable=import-outside-toplevel
+
+    now = time.time() if now is None else now
+    stats_file = engine.stats_path(opts)
+    stats = _read_engine_stats(stats_file)
+    seconds = round(now - stats.get("updated", 0), 1) if stats else None
+    reader_alive = stats.get("reader_alive") if stats else None
+    report = {
+        "schema_version": SCHEMA_VERSION,
+        "checked_at": round(now, 3),
+        "mode": "broker" if config.broker_url else "embedded",
+        "engine": {
+            "running": stats is not None,
+            "pid": stats.get("pid") if stats else None,
+            "mode": stats.get("mode") if stats else None,
+            "seconds_since_report": seconds,
+            "capture": "unknown" if reader_alive is None else ("up" if reader_alive else "down"),
+            "stats_file": str(stats_file),
+        },
+    }
+    stats = stats or {}
+    dropped = stats.get("dropped") or {}
+    embedded = report["mode"] == "embedded"
+    report["events"] = {
+        "captured": stats.get("captured", 0),
+        "kept": stats.get("accepted", 0),
+        "filtered": sum(dropped.values()),
+        "filtered_by_reason": dict(sorted(dropped.items())),
+        # Embedded: the engine itself stores; broker: it publishes and workers store.
+        "stored": stats.get("forwarded", 0) - stats.get("rejected", 0) if embedded else None,
+        "published": None if embedded else stats.get("forwarded", 0),
+        "lost_to_spool_bound": stats.get("spool_lost_events", 0),
+        "bus_drops": stats.get("bus_disconnects", 0),
+        "reader_overflowed": stats.get("reader_overflowed", 0),
+    }
+    journal = stats.get("journal") or {}
+    max_bytes = journal.get("max_bytes", config.spool_max_bytes)
+    size = journal.get("bytes", stats.get("spool_pending_bytes", 0))
+    oldest = journal.get("oldest_created")
+    report["journal"] = {
+        "batches": journal.get("batches", 0),
+        "bytes": size,
+        "max_bytes": max_bytes,
+        "used_percent": round(100.0 * size / max_bytes, 1) if max_bytes else 0.0,
+        "lag_seconds": round(max(0.0, now - oldest), 1) if oldest else 0.0,
+        "directory": str(engine.journal_dir(config, opts)),
+    }
+    relay_dir = outbox.relay_dir(opts)
+    report["outbox"] = {"bytes": stats.get("outbox_pending_bytes", 0), "directory": str(relay_dir / "outbox")}
+    report["dead_letters"] = {
+        "on_disk": deadletters.count_dead_letters(relay_dir / "dead-letters"),
+        "directory": str(relay_dir / "dead-letters"),
+        "in_queue": None,
+    }
+    report["broker"] = _broker(config, report) if config.broker_url else None
+    report["database"] = _database(database_url, raw_engine)
+    return report
+
+
+def _broker(config, report):
+    from salt_engine_lib import broker  # pylint: disable=import-outside-toplevel
+
+    found = {"url": mask_url(config.broker_url), "reachable": True, "error": None, "queues": {}}
+    try:
+        found["queues"] = broker.queue_stats(config)
+    except RelayError as err:
+        found.update(reachable=False, error=str(err))
+        return found
+    report["dead_letters"]["in_queue"] = found["queues"].get(config.dead_letter_queue, {}).get("messages")
+    return found
+
+
+def _database(database_url, raw_engine):
+    from salt_engine_lib.store import migrate, queries, translate_errors  # pylint: disable=import-outside-toplevel
+
+    found = {
+        "url": mask_url(database_url),
+        "reachable": True,
+        "error": None,
+        "schema_revision": None,
+        "code_revision": migrate.head_revision(),
+        "schema_current": False,
+        "rows": None,
+    }
+    try:
+        with translate_errors(database_url):
+            engine = raw_engine()
+            found["schema_revision"] = migrate.current_revision(engine)
+            found["schema_current"] = found["schema_revision"] == found["code_revision"]
+            if found["schema_revision"] is not None:
+                with engine.connect() as conn:
+                    found["rows"] = queries.counts(conn)
+    except RelayError as err:
+        found.update(reachable=False, error=str(err))
+    return found
+
+
+def assess(report, config, thresholds=Thresholds()):
+    """Adds ``warnings``, ``state`` and ``exit_status``: 0 healthy, 1 degraded, 2 down or unreachable."""
+    down, degraded = [], []
+    engine, events, journal = report["engine"], report["events"], report["journal"]
+    if not engine["running"]:
+        down.append(f"engine: no report at {engine['stats_file']}: the relay engine has not run on this master")
+    elif engine["seconds_since_report"] > thresholds.engine_silent_seconds:
+        down.append(
+            f"engine silent for {engine['seconds_since_report']:.0f} s (more than {thresholds.engine_silent_seconds:g} s): "
+            "is salt-master running with engines: [relay]? see the master log"
+        )
+    elif engine["capture"] == "down":
+        down.append("capture down: the engine's bus reader stopped; no events are captured (see the master log)")
+    engine["state"] = "up" if engine["running"] and not down else "down"
+    database = report["database"]
+    if not database["reachable"]:
+        down.append(f"database unreachable: {database['error']}")
+    elif not database["schema_current"]:
+        degraded.append(
+            f"schema behind: database at {database['schema_revision'] or 'empty'}, code at {database['code_revision']}: "
+            "run salt-relay db upgrade"
+        )
+    broker = report["broker"]
+    if broker is not None:
+        if not broker["reachable"]:
+            down.append(f"broker unreachable: {broker['error']}")
+        else:
+            work = broker["queues"].get(config.queue) or {}
+            if work.get("consumers") == 0:
+                degraded.append(f"no worker consumes {config.queue}: start salt-relay worker")
+    if journal["used_percent"] > thresholds.journal_percent:
+        degraded.append(
+            f"journal {journal['used_percent']:.1f} % full (more than {thresholds.journal_percent:g} % of "
+            f"relay:spool_max_bytes): beyond 100 % new events are lost"
+        )
+    if journal["lag_seconds"] > thresholds.lag_seconds:
+        degraded.append(f"lag {journal['lag_seconds']:.0f} s (more than {thresholds.lag_seconds:g} s): batches wait in the journal")
+    if events["lost_to_spool_bound"]:
+        degraded.append(f"{events['lost_to_spool_bound']} events lost to the spool bound (relay:spool_max_bytes) since the engine started")
+    if events["bus_drops"]:
+        degraded.append(
+            f"the master's publisher dropped the engine's subscription {events['bus_drops']} times: "
+            "raise pub_server_write_queue_size"
+        )
+    if events["reader_overflowed"]:
+        degraded.append(f"{events['reader_overflowed']} events dropped by the engine's full in-memory queue")
+    dead = report["dead_letters"]
+    if dead["in_queue"]:
+        degraded.append(f"DLQ {config.dead_letter_queue} holds {dead['in_queue']} messages (reason in the x-relay-reason header)")
+    if dead["on_disk"]:
+        degraded.append(f"{dead['on_disk']} dead letters on disk in {dead['directory']}")
+    state = "down" if down else ("degraded" if degraded else "ok")
+    report.update(state=state, exit_status=EXIT_STATUS[state], warnings=down + degraded)
+    return report
+
+
+def _bytes(size):
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024.0
+    return f"{size} B"
+
+
+def _n(value):
+    return "-" if value is None else f"{value:,}"
+
+
+def render(report):
+    """The aligned text report."""
+    lines = []
+    checked = datetime.datetime.fromtimestamp(report["checked_at"], datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    lines.append(("salt-relay", f"{report['state'].upper()} ({report['mode']} mode, checked {checked})"))
+    engine = report["engine"]
+    if engine["running"]:
+        lines.append(("engine", f"{engine['state']}, pid {engine['pid']}, last report {engine['seconds_since_report']:.1f} s ago"))
+    else:
+        lines.append(("engine", "down (never reported on this master)"))
+    lines.append(("capture", engine["capture"]))
+    events = report["events"]
+    reasons = ", ".join(f"{reason} {_n(count)}" for reason, count in events["filtered_by_reason"].items())
+    stored = f"stored {_n(events['stored'])}" if events["published"] is None else f"published {_n(events['published'])} (workers: stored)"
+    lines.append((
+        "events",
+        f"captured {_n(events['captured'])}  kept {_n(events['kept'])}  filtered {_n(events['filtered'])}"
+        f"{f' ({reasons})' if reasons else ''}  {stored}",
+    ))
+    journal = report["journal"]
+    lines.append((
+        "journal",
+        f"{_n(journal['batches'])} batches, {_bytes(journal['bytes'])} of {_bytes(journal['max_bytes'])} "
+        f"({journal['used_percent']:.1f} %), lag {journal['lag_seconds']:.1f} s",
+    ))
+    lines.append(("outbox", f"{_bytes(report['outbox']['bytes'])} waiting"))
+    dead = report["dead_letters"]
+    lines.append(("dead letters", f"{_n(dead['on_disk'])} on disk, {_n(dead['in_queue']) if report['broker'] else '-'} in the DLQ"))
+    broker = report["broker"]
+    if broker is not None:
+        lines.append(("broker", f"{broker['url']}{'' if broker['reachable'] else ' UNREACHABLE'}"))
+        for name, queue in broker["queues"].items():
+            consumers = "consumers unknown" if queue["consumers"] is None else f"{queue['consumers']} consumers"
+            lines.append(("queue", f"{name}: {_n(queue['messages'])} messages, {consumers}"))
+    database = report["database"]
+    if database["reachable"]:
+        rows = database["rows"] or {}
+        lines.append((
+            "database",
+            f"{database['url']}: schema {database['schema_revision'] or 'empty'} (code {database['code_revision']}), "
+            f"rows stored: {', '.join(f'{table} {_n(count)}' for table, count in rows.items()) or 'none'}",
+        ))
+    else:
+        lines.append(("database", f"{database['url']} UNREACHABLE"))
+    lines += [("WARN", warning) for warning in report["warnings"]]
+    width = max(len(label) for label, _ in lines)
+    return "\n".join(f"{label:<{width}}  {text}" for label, text in lines)
