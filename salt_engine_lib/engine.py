@@ -17,7 +17,7 @@ import threading
 import time
 
 from salt_engine_lib import config as relay_config
-from salt_engine_lib import forwarder, metrics, records
+from salt_engine_lib import forwarder, handoff, metrics, records
 from salt_engine_lib.batching import Batcher
 from salt_engine_lib.broker import Publisher
 from salt_engine_lib.bus import BusReader
@@ -220,6 +220,14 @@ def run(opts, engine_kwargs, runners=None):
         # Salt restarts a crashed engine every ~10 s; say why each time.
         log.critical("relay engine cannot start: %s", err)
         raise
+    daemon_config = relay_config.from_salt_opts(opts)
+    if daemon_config.database_url and config.database_url != daemon_config.database_url:
+        log.critical(
+            "relay engine cannot start: relay:database_url from the engine options or the master's pillar differs "
+            "from the master config's, which the master's job cache uses: set it in one place"
+        )
+        raise ConfigError("relay:database_url differs between the engine and the master config")
+    handoff.write(opts, config)  # the master's job cache uses the same store
     engine = RelayEngine(opts, config)
     engine.install_signal_handlers()
     engine.serve_forever()

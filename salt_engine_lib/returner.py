@@ -11,7 +11,7 @@ import threading
 import time
 
 from salt_engine_lib import config as relay_config
-from salt_engine_lib import outbox, records
+from salt_engine_lib import handoff, outbox, records
 from salt_engine_lib.errors import StoreError
 from salt_engine_lib.store import Store, queries
 
@@ -61,7 +61,11 @@ def _resolve_config(opts, salt_functions=None, ret=None):
         __salt__=salt_functions or {},
         __opts__=opts,
     )
-    return relay_config.load({key: value for key, value in found.items() if value not in (None, "")})
+    found = {key: value for key, value in found.items() if value not in (None, "")}
+    if opts.get("__role") == "master" and not found.get("database_url"):
+        # The relay block may live in the master's pillar, which only the engine reads.
+        found.update(handoff.read(opts) or {})
+    return relay_config.load({key: value for key, value in found.items() if value is not None})
 
 
 def store_for(opts, salt_functions=None, ret=None):
