@@ -56,7 +56,10 @@ engine killed     the child is the whole embedded engine: producer and
 
 The tables show medians over ``--runs`` (durability: the smallest count over
 the runs, and how many rows were already in SQLite when the child died).
-Everything lives in one temporary directory, deleted at the end.
+Everything lives in one temporary directory, deleted at the end. A full run writes
+``benchmarks/results/embedded_candidates.json`` (every run, the medians, the
+durability counts, the load average at start and end; ``--json PATH`` elsewhere,
+``--json -`` nowhere, a ``--quick`` run none unless given; see ``_results.py``).
 """
 
 import argparse
@@ -73,7 +76,9 @@ import threading
 import time
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 
+import _results  # noqa: E402
 import kombu  # noqa: E402
 import kombu.transport.sqlalchemy as kombu_sqla  # noqa: E402
 
@@ -474,7 +479,9 @@ def main():
     parser.add_argument("--stall", type=float, default=15.0, help="give up waiting after this long without a commit, s")
     parser.add_argument("--settle", type=float, default=10.0, help="durability: stop draining after this long without progress, s")
     parser.add_argument("--quick", action="store_true", help="5,000 events, 1 run, --stall 5 --settle 5")
+    _results.add_json_argument(parser, "embedded_candidates")
     options = parser.parse_args()
+    recorder = _results.Recorder("embedded_candidates")
     if options.quick:
         options.events, options.runs, options.stall, options.settle = 5_000, 1, 5.0, 5.0
     keys = [k.strip() for k in options.only.split(",") if k.strip()]
@@ -524,7 +531,7 @@ def main():
     print("-" * len(header))
     floor = med("d", "rate") if "d" in results else None
     for key in keys:
-        ratio = f"{med(key, 'rate') / floor:.2f}" if floor else "-"
+        ratio = f"{med(key, 'rate') / floor:.3f}" if floor else "-"
         print(
             f"{LABELS[key]:<31} {med(key, 'rate'):>9,.0f} {ratio:>6} {med(key, 'produce_s'):>9.2f} "
             f"{med(key, 'cost_median'):>13,.0f} {med(key, 'cost_p99'):>8,.0f} "
@@ -555,6 +562,18 @@ def main():
             "died (smallest); left: bytes still in the spool/broker files after the drain (largest)"
         )
     print(f"\n{time.monotonic() - began:.0f} s")
+    medians = {key: {field: med(key, field) for field in ("rate", "produce_s", "cost_median", "cost_p99", "peak", "left")}
+               for key in keys}
+    for key in keys:
+        medians[key]["label"] = LABELS[key]
+        medians[key]["lost_sum"] = sum(r["lost"] for r in results[key])
+        medians[key]["rate_vs_d"] = medians[key]["rate"] / floor if floor else None
+    recorder.write(_results.json_path(options, "embedded_candidates", options.quick), options,
+                   versions=_results.versions("kombu", "SQLAlchemy", "msgpack"), sqlite=sqlite3.sqlite_version,
+                   units={"rate": "events/s", "cost_median": "us per batch", "cost_p99": "us per batch",
+                          "peak": "bytes", "left": "bytes"},
+                   medians=medians, runs=results,
+                   durability=[{"candidate": key, "killed": mode, "runs": runs} for (key, mode), runs in durability.items()])
 
 
 if __name__ == "__main__":

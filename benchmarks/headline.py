@@ -5,7 +5,7 @@ fine) and saltext-mysql too (``pip install 'salt-relay[bench]'``), with the serv
 ``scripts/ensure-services.sh`` answering on 127.0.0.1::
 
     python benchmarks/headline.py --quick                       # smoke run, < 3 min
-    python benchmarks/headline.py --runs 3 --json headline.json # full run
+    python benchmarks/headline.py --runs 3                      # full run (18.7 min on a quiet 2-core box)
 
 What it does, per variant and run (everything on this machine):
 
@@ -73,9 +73,14 @@ What it does, per variant and run (everything on this machine):
    the command, Python start-up included, and how many jobs it listed).
 
 5. The table shows medians over ``--runs``, with ratios to the no-op ceiling and to
-   saltext-mysql; ``--json PATH`` writes every run. Master, senders, broker, database
-   and worker all share this machine's cores with whatever else runs (the load
-   average at each phase is in the JSON): numbers are for this box.
+   saltext-mysql (3 decimals), then issue #9's targets checked on the unrounded ratios
+   (every relay variant >= 0.95x the ceiling's returns/s and <= 1.10x its master CPU
+   per return). Every run, the summary, the table and the targets go to
+   ``benchmarks/results/headline.json`` (``--json PATH`` elsewhere, ``--json -`` nowhere;
+   a ``--quick`` run writes none unless ``--json`` is given), rewritten after every
+   variant run. Master, senders, broker, database and worker all share this machine's
+   cores with whatever else runs (the load average at start and end, and at each
+   phase, is in the JSON): numbers are for this box.
 
 Bottleneck check: ``ping2x`` doubles the sender processes and the requests in flight;
 if returns/s does not rise, the senders were not the limit (the table prints both).
@@ -106,6 +111,7 @@ REPO = HERE.parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(REPO))
 
+import _results  # noqa: E402  pylint: disable=wrong-import-position
 import _return_driver as driver  # noqa: E402  pylint: disable=wrong-import-position
 
 BIN = pathlib.Path(sys.executable).parent
@@ -128,6 +134,10 @@ VARIANTS = {
     "relay_embedded": {"label": "relay embedded (SQLite)", "cache": "relay", "db": "sqlite"},
 }
 PAYLOADS = ("ping", "state")
+# Issue #9: every relay variant >= 0.95x the no-op ceiling's returns/s and <= 1.10x its
+# master CPU per 1,000 returns, for both payloads.
+TARGET_RATE_RATIO = 0.95
+TARGET_CPU_RATIO = 1.10
 
 
 def log(msg):
@@ -848,11 +858,11 @@ def table(summary):
                 doubled = "n/a"
             lines.append(
                 f"| {VARIANTS[name]['label']} | {payload} | {_fmt(row['returns_per_s'])} "
-                f"| {_fmt(_ratio(row['returns_per_s'], base.get('returns_per_s')), '.2f')} "
-                f"| {_fmt(_ratio(row['returns_per_s'], ref.get('returns_per_s')), '.2f')} "
+                f"| {_fmt(_ratio(row['returns_per_s'], base.get('returns_per_s')), '.3f')} "
+                f"| {_fmt(_ratio(row['returns_per_s'], ref.get('returns_per_s')), '.3f')} "
                 f"| {_fmt(row['master_cpu_per_1k'], '.2f')} "
-                f"| {_fmt(_ratio(row['master_cpu_per_1k'], base.get('master_cpu_per_1k')), '.2f')} "
-                f"| {_fmt(_ratio(row['master_cpu_per_1k'], ref.get('master_cpu_per_1k')), '.2f')} "
+                f"| {_fmt(_ratio(row['master_cpu_per_1k'], base.get('master_cpu_per_1k')), '.3f')} "
+                f"| {_fmt(_ratio(row['master_cpu_per_1k'], ref.get('master_cpu_per_1k')), '.3f')} "
                 f"| {_fmt(row['engine_cpu_per_1k'], '.2f')} | {_fmt(row['worker_cpu_per_1k'], '.2f')} | {_fmt(row['db_cpu_per_1k'], '.2f')} "
                 f"| {row['acked']} ({row['sent']}) | {stored} | {lost} | {doubled} | {lag_stamp} | {lag} "
                 f"| {_fmt(row.get('ping_latency_p50_s'), '.2f')} / {_fmt(row.get('ping_latency_max_s'), '.2f')}, "
@@ -866,10 +876,57 @@ def table(summary):
         util = max([u for u in (one.get("sender_cpu_util_max"), two.get("sender_cpu_util_max")) if u is not None], default=None)
         lines.append(
             f"| {VARIANTS[name]['label']} | {_fmt(one.get('returns_per_s'))} | {_fmt(two.get('returns_per_s'))} "
-            f"| {_fmt(_ratio(two.get('returns_per_s'), one.get('returns_per_s')), '.2f')} "
+            f"| {_fmt(_ratio(two.get('returns_per_s'), one.get('returns_per_s')), '.3f')} "
             f"| {_fmt(one.get('master_cores_during_send'), '.2f')} / {_fmt(two.get('master_cores_during_send'), '.2f')} "
             f"| {_fmt(util, '.0%')} "
             f"| {_fmt(entry.get('list_jobs_filter_s'), '.2f')} | {entry.get('list_jobs_filter_listed')} | {entry['log_errors']} |")
+    return "\n".join(lines)
+
+
+def _ratio_text(value, limit, word):
+    """``value`` with 3 decimals, more if 3 would read as the other side of ``limit``."""
+    met = value >= limit if word == ">=" else value <= limit
+    for digits in range(3, 10):
+        text = f"{value:.{digits}f}"
+        shown = float(text)
+        if met == (shown >= limit if word == ">=" else shown <= limit):
+            return text
+    return repr(value)
+
+
+def targets(summary):
+    """Issue #9's targets per relay variant and payload, judged on the unrounded ratios."""
+    checks = []
+    for payload in PAYLOADS:
+        base = summary.get("noop", {}).get(payload) or {}
+        for name, entry in summary.items():
+            row = entry.get(payload)
+            if not name.startswith("relay") or not row:
+                continue
+            for key, limit, word in (("returns_per_s", TARGET_RATE_RATIO, ">="), ("master_cpu_per_1k", TARGET_CPU_RATIO, "<=")):
+                value = _ratio(row.get(key), base.get(key))
+                met = None if value is None else (value >= limit if word == ">=" else value <= limit)
+                checks.append({"variant": name, "payload": payload, "measure": key, "ratio_to_noop": value,
+                               "target": f"{word} {limit:.2f}", "met": met,
+                               "text": "-" if value is None else _ratio_text(value, limit, word)})
+    return checks
+
+
+def targets_text(checks):
+    lines = ["| variant | payload | returns/s x no-op (target >= 0.95) | met | master CPU /1k x no-op (target <= 1.10) | met |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    by_row = {}
+    for check in checks:
+        by_row.setdefault((check["variant"], check["payload"]), {})[check["measure"]] = check
+    for (name, payload), row in by_row.items():
+        rate, cpu = row.get("returns_per_s", {}), row.get("master_cpu_per_1k", {})
+        verdict = {True: "yes", False: "**no**", None: "-"}
+        lines.append(f"| {VARIANTS[name]['label']} | {payload} | {rate.get('text', '-')} | {verdict[rate.get('met')]} "
+                     f"| {cpu.get('text', '-')} | {verdict[cpu.get('met')]} |")
+    met = [c for c in checks if c["met"]]
+    lines.append("")
+    lines.append(f"Targets met (unrounded ratios): {len(met)} of {len(checks)}"
+                 + (": " + ", ".join(f"{c['variant']} {c['payload']} {c['measure']}" for c in met) if met else "") + ".")
     return "\n".join(lines)
 
 
@@ -911,7 +968,7 @@ def main(argv=None):
     parser.add_argument("--settle", type=float, default=20.0, help="relay: seconds without new rows before counting")
     parser.add_argument("--settle-timeout", type=float, default=300.0)
     parser.add_argument("--quick", action="store_true", help="1 run, 400 returns, 10 minions, ping2x on noop only")
-    parser.add_argument("--json", help="write every run and the summary here")
+    _results.add_json_argument(parser, "headline")
     parser.add_argument("--master-opt", action="append", default=[], metavar="KEY=YAML",
                         help="extra master config for every variant, e.g. master_async_mworker=true (repeatable)")
     parser.add_argument("--keep", action="store_true", help="keep the temp roots (logs) for inspection")
@@ -944,6 +1001,8 @@ def main(argv=None):
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, interrupt)  # stop early, clean up, report what finished
+    args.json = _results.json_path(args, "headline", args.quick)
+    recorder = _results.Recorder("headline")
     started = time.time()
     info = machine()
     log(f"machine: {info}; load {loadavg():.1f}")
@@ -958,7 +1017,7 @@ def main(argv=None):
             for name in variants:
                 results.append(run_variant(name, args, keys_root, ids, run_index))
                 if args.json:  # after every variant run, so an interrupted run leaves what it measured
-                    write_json(args, info, started, results, variants, partial=True)
+                    write_json(args, recorder, info, results, variants, partial=True)
     except KeyboardInterrupt:
         log("interrupted: reporting what finished")
     finally:
@@ -970,21 +1029,21 @@ def main(argv=None):
           f"{args.minions} minions, {args.senders} senders ({2 * args.senders} for ping2x), {args.state_kb} KB state "
           f"payload, medians; {elapsed / 60:.1f} min; machine {info}\n")
     print(text)
+    print("\nIssue #9's targets, on the unrounded ratios of the medians:\n")
+    print(targets_text(targets(summary)))
     failed = [r for r in results if "error" in r]
     for r in failed:
         print(f"\nFAILED {r['variant']} run {r['run']}: {r['error']}")
     if args.json:
-        write_json(args, info, started, results, variants, partial=False)
+        write_json(args, recorder, info, results, variants, partial=False)
     return 1 if failed else 0
 
 
-def write_json(args, info, started, results, variants, partial):
+def write_json(args, recorder, info, results, variants, partial):
     summary = summarize(results, variants)
-    pathlib.Path(args.json).write_text(json.dumps({
-        "args": {k: (sorted(v) if isinstance(v, set) else v) for k, v in vars(args).items()},
-        "machine": info, "elapsed_s": time.time() - started, "partial": partial, "summary": summary,
-        "runs": results, "table": table(summary),
-    }, indent=1, default=str))
+    checks = targets(summary)
+    recorder.write(args.json, args, machine=info, partial=partial, summary=summary, targets=checks,
+                   table=table(summary), targets_table=targets_text(checks), runs=results)
 
 
 if __name__ == "__main__":

@@ -53,6 +53,10 @@ neither (``MISS``).
 
 Databases (``relay_bench_*``) and temporary directories made here are dropped
 at the end, also on errors and Ctrl-C.
+
+A full run writes ``benchmarks/results/job_cache_reads.json`` (rewritten after
+each size: the fills, every run, the medians and ratios, the load average at
+start and end; see ``_results.py``).
 """
 
 import argparse
@@ -72,6 +76,7 @@ import uuid
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 
+import _results  # noqa: E402
 import _saltext_mysql  # noqa: E402
 import psycopg  # noqa: E402
 import pymysql  # noqa: E402
@@ -482,6 +487,7 @@ def print_table(count, results, sizes, fills, plans, args, settings):
     print(header)
     print("-" * len(header))
     functions = ["get_jids_filter(50)", "get_load(jid)", "get_jid(jid)"] + (["get_jids()"] if count <= GET_JIDS_MAX_JOBS else [])
+    summary = {}
     for function in functions:
         medians = {label: statistics.median(r[0] for r in results[label][function]) for label in results}
         for label in results:
@@ -497,6 +503,14 @@ def print_table(count, results, sizes, fills, plans, args, settings):
             if label.startswith("relay") and function in TARGETS_MS:
                 limit = TARGETS_MS[function]
                 target = "ok" if tail <= limit else ("ok*" if median <= limit else "MISS")
+            summary.setdefault(function, {})[label] = {
+                "jobs": sizes[label], "calls_per_run": calls, "median_ms": median, "p99_ms": tail,
+                "vs_local_cache": median / medians["local_cache"] if "local_cache" in medians else None,
+                "vs_saltext_mysql": (median / medians[VARIANTS["saltext-mysql"]]
+                                     if VARIANTS["saltext-mysql"] in medians else None),
+                "target": target or None,
+                "runs": [{"median_ms": r[0], "p99_ms": r[1], "calls": r[2]} for r in runs],
+            }
             print(f"{function:20} {label:24} {sizes[label]:>9,}{capped} {calls:>4.0f} {median:10.2f} {tail:10.2f} "
                   f"{vs_local} {vs_mysql} {target:>8}")
         print()
@@ -507,6 +521,7 @@ def print_table(count, results, sizes, fills, plans, args, settings):
     if plans:
         print("   query plans of relay's read statements (after the fill, before the reads; jid of the middle job):")
         print("\n".join(plans))
+    return summary
 
 
 def main():
@@ -522,7 +537,9 @@ def main():
     parser.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated subset of {', '.join(VARIANTS)}")
     parser.add_argument("--explain", action="store_true", help="print the query plans of relay's read statements")
     parser.add_argument("--quick", action="store_true", help="smoke run: 2,000 jobs, 1 run, 20 samples")
+    _results.add_json_argument(parser, "job_cache_reads")
     args = parser.parse_args()
+    recorder = _results.Recorder("job_cache_reads")
     if args.quick:
         args.jobs, args.runs, args.samples = "2000", 1, 20
     sizes = [int(n) for n in args.jobs.split(",")]
@@ -533,13 +550,21 @@ def main():
     if "saltext-mysql" in args.variants:
         _saltext_mysql.schema_statements()  # fail early if it is not installed
     res = Resources()
+    path = _results.json_path(args, "job_cache_reads", args.quick)
+    measured = []
     try:
         settings = server_settings(res)
         for count in sizes:
             print(f"{count:,} jobs:", file=sys.stderr, flush=True)
             results, stored, fills, plans = run_size(res, count, args)
-            print_table(count, results, stored, fills, plans, args, settings)
+            summary = print_table(count, results, stored, fills, plans, args, settings)
             sys.stdout.flush()
+            measured.append({"jobs": count, "returns": count + count // 2, "fills": fills, "plans": plans,
+                             "results": summary})
+            recorder.write(path, args, versions=_results.versions("saltext.mysql", "PyMySQL", "psycopg", "SQLAlchemy"),
+                           servers=settings, targets_ms=TARGETS_MS, partial=count != sizes[-1],
+                           unit="milliseconds per call; medians over runs of each run's median / p99 (nearest rank)",
+                           sizes=measured)
             res.drop_databases()
     finally:
         res.close()

@@ -5,7 +5,7 @@ fine: the master finds the ``relay`` engine through the ``salt.loader`` entry po
 the servers of ``scripts/ensure-services.sh`` answering on 127.0.0.1::
 
     python benchmarks/pipeline.py --quick                    # smoke run, < 2 min
-    python benchmarks/pipeline.py --json pipeline-bench.json   # full run (3 runs), ~11 min here
+    python benchmarks/pipeline.py                              # full run (3 runs), ~11 min here
     python benchmarks/pipeline.py --variants rabbitmq --rates 5000 --duration 20
 
 Variants (all in the same run):
@@ -81,7 +81,10 @@ What one run of one variant does:
    pid after a timeout), checks the dead-letter queue, deletes both queues, drops the
    database and removes the temp root, also on failure or Ctrl-C.
 
-The table shows medians over ``--runs``; ``--json PATH`` writes every run. ``--quick`` is
+The table shows medians over ``--runs``; every run, the medians and the checks go to
+``benchmarks/results/pipeline.json`` with the load average at start and end (``--json
+PATH`` elsewhere, ``--json -`` nowhere; a ``--quick`` run writes none unless ``--json``
+is given; see ``_results.py``). ``--quick`` is
 one run of 1 s at 1k and 5k events/s per variant (about 90 s). Everything (master, broker, database, senders,
 listener, and whatever else runs on the box: see the ``load`` column) shares this
 machine's cores, so the numbers are for this box, not for a master with cores of its own.
@@ -106,6 +109,9 @@ import uuid
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+
+import _results  # noqa: E402  pylint: disable=wrong-import-position
 
 VARIANTS = ("rabbitmq", "redis", "embedded")
 RABBITMQ_URL = os.environ.get("RELAY_TEST_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672//")
@@ -1117,7 +1123,7 @@ def parse_args(argv):
     parser.add_argument("--worker-concurrency", type=int, default=1)
     parser.add_argument("--master-opt", action="append", default=[], metavar="KEY=YAML",
                         help="extra master config option, e.g. pub_server_write_queue_size=100000 (repeatable)")
-    parser.add_argument("--json", help="write every run and the medians to this file")
+    _results.add_json_argument(parser, "pipeline")
     parser.add_argument("--keep", action="store_true", help="keep the temp roots (logs) for inspection")
     # internal: child roles
     parser.add_argument("--role", choices=("sender", "listener"), help=argparse.SUPPRESS)
@@ -1154,6 +1160,7 @@ def main(argv=None):
         return role_listener(args)
     if os.geteuid() != 0:
         log("note: not root; the master config says user: root")
+    recorder = _results.Recorder("pipeline")
     started = time.monotonic()
     all_results, failures = [], []
 
@@ -1212,18 +1219,9 @@ def main(argv=None):
         print(f"{'PASS' if ok else 'FAIL'}  {name}: {value}")
     for failure in failures:
         print(f"FAILED RUN  {failure['variant']} run {failure['run']}: {failure['error']}")
-    if args.json:
-        document = {
-            "args": {k: v for k, v in vars(args).items() if k not in ("role", "master_config", "index", "out")},
-            "cpus": os.cpu_count(),
-            "elapsed_s": elapsed,
-            "medians": rows,
-            "runs": all_results,
-            "checks": [{"name": n, "ok": ok, "value": v} for n, ok, v in checks],
-            "failures": failures,
-        }
-        pathlib.Path(args.json).write_text(json.dumps(document, indent=2, default=str))
-        print(f"wrote {args.json}")
+    recorder.write(_results.json_path(args, "pipeline", args.quick), args,
+                   cpus=os.cpu_count(), medians=rows, runs=all_results,
+                   checks=[{"name": n, "ok": ok, "value": v} for n, ok, v in checks], failures=failures)
     return 1 if failures else 0
 
 

@@ -1,7 +1,7 @@
 """Plot the headline benchmark's JSON: throughput and lag over time, per variant.
 
-    python benchmarks/headline.py --runs 3 --json headline.json
-    python benchmarks/plot.py headline.json -o benchmarks/headline.png [--run 0]
+    python benchmarks/headline.py --runs 3        # writes benchmarks/results/headline.json
+    python benchmarks/plot.py benchmarks/results/headline.json -o benchmarks/results/headline.png [--run 0]
 
 Needs matplotlib (``pip install 'salt-relay[bench]'``). One row per payload
 (ping, state); left: returns acknowledged by the master per second (solid)

@@ -11,7 +11,10 @@ forked process of its own (see ``in_process``). Prints median and p99
 microseconds per return, and ratios against local_cache and against
 saltext-mysql measured in the same run (medians over ``--runs``).
 
-    .venv/bin/python benchmarks/returner_hot_path.py [--returns 2000] [--runs 3] [--quick]
+    .venv/bin/python benchmarks/returner_hot_path.py [--returns 2000] [--runs 3] [--quick] [--json PATH]
+
+A full run writes ``benchmarks/results/returner_hot_path.json`` (every run, the
+medians, the ratios, the load average at start and end; see ``_results.py``).
 
 saltext-mysql comes with ``pip install 'salt-relay[bench]'``; the MariaDB
 databases created here (``relay_bench_*``) are dropped at the end.
@@ -26,6 +29,7 @@ import threading
 import time
 import uuid
 
+import _results
 import _saltext_mysql
 import pymysql
 import salt.config
@@ -105,7 +109,9 @@ def main():
     parser.add_argument("--returns", type=int, default=2000)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="smoke run: 300 returns, 1 run")
+    _results.add_json_argument(parser, "returner_hot_path")
     args = parser.parse_args()
+    recorder = _results.Recorder("returner_hot_path")
     if args.quick:
         args.returns, args.runs = 300, 1
     database = f"relay_bench_{uuid.uuid4().hex[:8]}"
@@ -136,10 +142,17 @@ def main():
     base = statistics.median(r[0] for r in results["local_cache"])
     mysql_base = statistics.median(r[0] for r in results["saltext-mysql, MariaDB"])
     print(f"{'variant':32} {'median us':>10} {'p99 us':>10} {'vs local_cache':>15} {'vs saltext-mysql':>17}   ({args.returns} returns x {args.runs} runs, medians)")
+    summary = {}
     for label, runs in results.items():
         median = statistics.median(r[0] for r in runs)
         p99 = statistics.median(r[1] for r in runs)
-        print(f"{label:32} {median:10.1f} {p99:10.1f} {median / base:14.2f}x {median / mysql_base:16.2f}x")
+        summary[label] = {"median_us": median, "p99_us": p99, "vs_local_cache": median / base,
+                          "vs_saltext_mysql": median / mysql_base,
+                          "runs": [{"median_us": r[0], "p99_us": r[1]} for r in runs]}
+        print(f"{label:32} {median:10.1f} {p99:10.1f} {median / base:14.3f}x {median / mysql_base:16.3f}x")
+    recorder.write(_results.json_path(args, "returner_hot_path", args.quick), args, versions=_results.versions("saltext.mysql", "PyMySQL", "SQLAlchemy"),
+                   unit="microseconds per return (prep_jid + save_load + returner), medians over runs of each run's median/p99",
+                   results=summary)
 
 
 if __name__ == "__main__":

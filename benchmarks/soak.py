@@ -9,17 +9,20 @@ tree), events fired/accepted/stored and lag. Flat RSS columns = no leak.
     .venv/bin/python benchmarks/soak.py [--minutes 10] [--rate 3000] [--phase-seconds 30] \\
         [--variant rabbitmq|redis|embedded] [--master-opt pub_server_write_queue_size=100000] [--json PATH]
 
+Writes ``benchmarks/results/soak.json`` (or ``--json PATH``; ``-`` for none): the
+rows below, the load average at start and end (see ``_results.py``).
+
 On demand only (not in CI): 10 minutes at 3k events/s is the issue's soak.
 """
 
 import argparse
-import json
 import pathlib
 import sys
 import time
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 
+import _results  # noqa: E402  pylint: disable=wrong-import-position
 import pipeline as bench  # noqa: E402  pylint: disable=wrong-import-position
 
 
@@ -41,8 +44,9 @@ def main():
     parser.add_argument("--phase-seconds", type=float, default=30)
     parser.add_argument("--variant", default="rabbitmq", choices=["rabbitmq", "redis", "embedded"])
     parser.add_argument("--master-opt", action="append", default=[], metavar="KEY=YAML")
-    parser.add_argument("--json")
+    _results.add_json_argument(parser, "soak")
     args = parser.parse_args()
+    recorder = _results.Recorder("soak")
     phases = max(1, int(args.minutes * 60 // args.phase_seconds))
     pipe_args = ["--runs", "1", "--rates", str(args.rate), "--duration", str(args.phase_seconds), "--variants", args.variant]
     for option in args.master_opt:
@@ -80,8 +84,7 @@ def main():
     if rows:
         first, last = rows[0], rows[-1]
         print(f"\nengine RSS {first['engine_rss_mb']} -> {last['engine_rss_mb']} MB, worker RSS {first['worker_rss_mb']} -> {last['worker_rss_mb']} MB over {last['minutes']} min at {args.rate}/s ({args.variant})")
-    if args.json:
-        pathlib.Path(args.json).write_text(json.dumps(rows, indent=2))
+    recorder.write(_results.json_path(args, "soak"), args, phases=rows)
 
 
 if __name__ == "__main__":

@@ -3,7 +3,10 @@
 Run it from the repository root (servers as in ``scripts/ensure-services.sh``)::
 
     python benchmarks/store.py                                # all three dialects, 3 runs
-    python benchmarks/store.py --dialects sqlite,postgresql --runs 5 --json store-bench.json
+    python benchmarks/store.py --dialects sqlite,postgresql --runs 5 --json /tmp/store-bench.json
+
+A run writes ``benchmarks/results/store.json`` unless ``--json`` says otherwise
+(every run, the medians, the load average at start and end; see ``_results.py``).
 
 What one run does, per dialect, in a fresh database (``relay_test_<uuid8>`` on the
 servers, a temporary file for SQLite; created and dropped here):
@@ -28,7 +31,6 @@ so they are printed under the table.
 
 import argparse
 import datetime
-import json
 import os
 import pathlib
 import shutil
@@ -39,7 +41,9 @@ import time
 import uuid
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 
+import _results  # noqa: E402
 import sqlalchemy as sa  # noqa: E402
 
 from salt_engine_lib import records  # noqa: E402
@@ -251,7 +255,7 @@ def print_table(summary):
     header = ("dialect", "payload", "rows", "first pass rows/s", "redelivery rows/s", "naive rows/s", "first/naive")
     lines = [header] + [
         (s["dialect"], s["payload"], f"{s['rows']:,}", f"{s['first_rows_per_s']:,.0f}",
-         f"{s['redelivery_rows_per_s']:,.0f}", f"{s['naive_rows_per_s']:,.0f}", f"{s['first_over_naive']:.1f}x")
+         f"{s['redelivery_rows_per_s']:,.0f}", f"{s['naive_rows_per_s']:,.0f}", f"{s['first_over_naive']:.3f}x")
         for s in summary
     ]
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
@@ -266,8 +270,9 @@ def main(argv=None):
     parser.add_argument("--dialects", default=",".join(DIALECTS),
                         help="comma-separated subset of sqlite,mysql,postgresql (default: all)")
     parser.add_argument("--runs", type=int, default=3, help="runs per dialect; the table shows medians (default: 3)")
-    parser.add_argument("--json", metavar="PATH", help="also write the results, per run, as JSON")
+    _results.add_json_argument(parser, "store")
     args = parser.parse_args(argv)
+    recorder = _results.Recorder("store")
     dialects = [d.strip() for d in args.dialects.split(",") if d.strip()]
     unknown = sorted(set(dialects) - set(DIALECTS))
     if unknown or not dialects or args.runs < 1:
@@ -297,13 +302,9 @@ def main(argv=None):
     for dialect, values in settings.items():
         print(f"{dialect}: " + ", ".join(f"{k}={v}" for k, v in values.items()))
     print(f"total {time.perf_counter() - started:.0f}s")
-    if args.json:
-        document = {
-            "batch_size": BATCH_SIZE, "naive_cap": NAIVE_CAP, "runs": args.runs,
-            "python": sys.version.split()[0], "sqlalchemy": sa.__version__,
-            "settings": settings, "results": summary, "unavailable": unavailable,
-        }
-        pathlib.Path(args.json).write_text(json.dumps(document, indent=2) + "\n")
+    recorder.write(_results.json_path(args, "store"), args, batch_size=BATCH_SIZE, naive_cap=NAIVE_CAP,
+                   versions=_results.versions("SQLAlchemy", "PyMySQL", "psycopg"), settings=settings,
+                   results=summary, unavailable=unavailable)
     return 2 if unavailable else 0
 
 

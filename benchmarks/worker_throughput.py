@@ -13,7 +13,10 @@ documents) called in a loop in one process with the same ping returns
 (``pip install 'salt-relay[bench]'``). Prints medians over --runs and the
 ratio, and how many masters' return rates one worker covers.
 
-    .venv/bin/python benchmarks/worker_throughput.py [--messages 100] [--batch 500] [--runs 3] [--broker rabbitmq|redis] [--db mysql|postgresql|sqlite]
+    .venv/bin/python benchmarks/worker_throughput.py [--messages 100] [--batch 500] [--runs 3] [--broker rabbitmq|redis] [--db mysql|postgresql|sqlite] [--json PATH]
+
+Writes ``benchmarks/results/worker_throughput.json`` (every run, the medians, the
+load average at start and end; see ``_results.py``).
 """
 
 import argparse
@@ -24,6 +27,8 @@ import time
 import uuid
 
 import pymysql
+
+import _results
 
 from salt_engine_lib import broker, config, message, records
 from salt_engine_lib.store import Store, connection, queries
@@ -150,18 +155,29 @@ def main():
     parser.add_argument("--stock-returns", type=int, default=3000)
     parser.add_argument("--master-rate", type=int, default=900,
                         help="returns/s one master accepts (the headline's no-op ping ceiling here), for the masters-per-worker column")
+    _results.add_json_argument(parser, "worker_throughput")
     args = parser.parse_args()
+    recorder = _results.Recorder("worker_throughput")
     brokers = args.broker or ["rabbitmq"]
     dialects = args.db or ["mysql"]
-    stock = statistics.median(saltext_mysql_run(args.stock_returns) for _ in range(args.runs))
-    print(f"saltext-mysql returner() in a loop (MariaDB): {stock:,.0f} returns/s (median of {args.runs})")
+    stock_runs = [saltext_mysql_run(args.stock_returns) for _ in range(args.runs)]
+    stock = statistics.median(stock_runs)
+    print(f"saltext-mysql returner() in a loop (MariaDB): {stock:,.0f} returns/s (median of {args.runs}; "
+          f"runs: {', '.join(f'{r:,.0f}' for r in stock_runs)})")
     print(f"{'broker':10} {'database':11} {'returns/s':>11} {'x saltext-mysql':>16}  masters at the headline's no-op ping ceiling")
+    workers = []
     for broker_name in brokers:
         for dialect in dialects:
             rates = [worker_run(BROKERS[broker_name], dialect, args.messages, args.batch, args.prefetch) for _ in range(args.runs)]
             rate = statistics.median(rates)
-            print(f"{broker_name:10} {dialect:11} {rate:11,.0f} {rate / stock:16.1f}  {rate / args.master_rate:5.1f} at {args.master_rate}/s  (runs: {', '.join(f'{r:,.0f}' for r in rates)})")
-
+            workers.append({"broker": broker_name, "database": dialect, "returns_per_s": rate, "rows_per_s": 2 * rate,
+                            "x_saltext_mysql": rate / stock, "masters_at_master_rate": rate / args.master_rate,
+                            "runs_returns_per_s": rates})
+            print(f"{broker_name:10} {dialect:11} {rate:11,.0f} {rate / stock:15.3f}x  {rate / args.master_rate:5.1f} at {args.master_rate}/s  (runs: {', '.join(f'{r:,.0f}' for r in rates)})")
+    recorder.write(_results.json_path(args, "worker_throughput"), args,
+                   versions=_results.versions("saltext.mysql", "PyMySQL", "SQLAlchemy", "kombu"),
+                   saltext_mysql_returner={"returns_per_s": stock, "runs_returns_per_s": stock_runs},
+                   workers=workers)
 
 if __name__ == "__main__":
     main()
