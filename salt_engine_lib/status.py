@@ -9,8 +9,8 @@ JSON document, ``schema_version`` 1 (keys are stable; new keys may appear)::
 
     schema_version, state ("ok" | "degraded" | "down"), exit_status (0 | 1 | 2),
     warnings [text], checked_at (epoch s), mode ("embedded" | "broker"),
-    engine   {state ("up" | "down"), running, pid, mode, seconds_since_report, capture ("up" | "down" | "unknown"), stats_file}
-    events   {captured, kept, filtered, filtered_by_reason {reason: n}, stored, published,
+    engine   {state ("up" | "down"), reported, pid, mode, seconds_since_report, capture ("up" | "down" | "unknown"), stats_file}
+    events   {captured, kept, filtered, filtered_by_reason {reason: n}, stored, published, job_cache_records,
               lost_to_spool_bound, bus_drops, reader_overflowed}
     journal  {batches, bytes, max_bytes, used_percent, lag_seconds, directory}
     outbox   {bytes, directory}
@@ -64,7 +64,7 @@ def gather(config, opts, database_url, raw_engine, now=None):
         "checked_at": round(now, 3),
         "mode": "broker" if config.broker_url else "embedded",
         "engine": {
-            "running": stats is not None,
+            "reported": stats is not None,
             "pid": stats.get("pid") if stats else None,
             "mode": stats.get("mode") if stats else None,
             "seconds_since_report": seconds,
@@ -83,6 +83,8 @@ def gather(config, opts, database_url, raw_engine, now=None):
         # Embedded: the engine itself stores; broker: it publishes and workers store.
         "stored": stats.get("forwarded", 0) - stats.get("rejected", 0) if embedded else None,
         "published": None if embedded else stats.get("forwarded", 0),
+        # Stored/published counts include the job cache's records (returns, loads) the engine carried.
+        "job_cache_records": stats.get("outbox_moved", 0),
         "lost_to_spool_bound": stats.get("spool_lost_events", 0),
         "bus_drops": stats.get("bus_disconnects", 0),
         "reader_overflowed": stats.get("reader_overflowed", 0),
@@ -153,7 +155,7 @@ def assess(report, config, thresholds=Thresholds()):
     """Adds ``warnings``, ``state`` and ``exit_status``: 0 healthy, 1 degraded, 2 down or unreachable."""
     down, degraded = [], []
     engine, events, journal = report["engine"], report["events"], report["journal"]
-    if not engine["running"]:
+    if not engine["reported"]:
         down.append(f"engine: no report at {engine['stats_file']}: the relay engine has not run on this master")
     elif engine["seconds_since_report"] > thresholds.engine_silent_seconds:
         down.append(
@@ -162,7 +164,7 @@ def assess(report, config, thresholds=Thresholds()):
         )
     elif engine["capture"] == "down":
         down.append("capture down: the engine's bus reader stopped; no events are captured (see the master log)")
-    engine["state"] = "up" if engine["running"] and not down else "down"
+    engine["state"] = "up" if engine["reported"] and not down else "down"
     database = report["database"]
     if not database["reachable"]:
         down.append(f"database unreachable: {database['error']}")
@@ -190,7 +192,7 @@ def assess(report, config, thresholds=Thresholds()):
         degraded.append(f"{events['lost_to_spool_bound']} events lost to the spool bound (relay:spool_max_bytes) since the engine started")
     if events["bus_drops"]:
         degraded.append(
-            f"the master's publisher dropped the engine's subscription {events['bus_drops']} times: "
+            f"the master's publisher dropped the engine's subscription ({events['bus_drops']} times since the engine started): "
             "raise pub_server_write_queue_size"
         )
     if events["reader_overflowed"]:
@@ -223,14 +225,18 @@ def render(report):
     checked = datetime.datetime.fromtimestamp(report["checked_at"], datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
     lines.append(("salt-relay", f"{report['state'].upper()} ({report['mode']} mode, checked {checked})"))
     engine = report["engine"]
-    if engine["running"]:
+    if engine["reported"]:
         lines.append(("engine", f"{engine['state']}, pid {engine['pid']}, last report {engine['seconds_since_report']:.1f} s ago"))
     else:
         lines.append(("engine", "down (never reported on this master)"))
     lines.append(("capture", engine["capture"]))
     events = report["events"]
     reasons = ", ".join(f"{reason} {_n(count)}" for reason, count in events["filtered_by_reason"].items())
-    stored = f"stored {_n(events['stored'])}" if events["published"] is None else f"published {_n(events['published'])} (workers: stored)"
+    carried = f" incl. {_n(events['job_cache_records'])} job-cache records" if events["job_cache_records"] else ""
+    if events["published"] is None:
+        stored = f"stored {_n(events['stored'])}{carried}"
+    else:
+        stored = f"published {_n(events['published'])}{carried} (workers: stored)"
     lines.append((
         "events",
         f"captured {_n(events['captured'])}  kept {_n(events['kept'])}  filtered {_n(events['filtered'])}"
