@@ -92,7 +92,8 @@ def test_jobs_reach_sql_once_through_the_broker(pipeline_master, worker, minion,
     jid = wait_for(lambda: next((row.jid for row in store.read(queries.list_jobs, limit=20) if row.load.get("fun") == "cmd.run"), None))
     assert jid
     # The publish and the return arrive through the engine -> broker -> worker path.
-    expected = sorted([f"salt/job/{jid}/new", f"salt/job/{jid}/ret/{minion.id}"])
+    # Every tag is kept by default: the publish event too.
+    expected = sorted([f"salt/job/{jid}/new", f"salt/job/{jid}/publish", f"salt/job/{jid}/ret/{minion.id}"])
     assert wait_for(lambda: sorted(event_tags(store, f"salt/job/{jid}/%")) == expected, timeout=60), event_tags(store, f"salt/job/{jid}/%")
     with store.engine.connect() as conn:
         rows = conn.execute(sa.select(sa.func.count()).select_from(returns).where(returns.c.jid == jid)).scalar()
