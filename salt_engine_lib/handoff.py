@@ -12,16 +12,16 @@ config names no ``database_url``. Both then use one store by construction.
 
 import json
 import os
-import pathlib
 
 from salt_engine_lib.errors import ConfigError
+from salt_engine_lib.outbox import relay_dir
 
 # The keys that decide where and how the job cache stores and cleans up.
 STORE_KEYS = ("database_url", "database_ssl", "master_id", "auto_upgrade", "keep_jobs_seconds", "keep_events_seconds", "cleanup_chunk_size")
 
 
 def path(opts):
-    return pathlib.Path(opts.get("cachedir") or "/var/cache/salt/master", "relay", "engine-settings.json")
+    return relay_dir(opts) / "engine-settings.json"
 
 
 def write(opts, config):

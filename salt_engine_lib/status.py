@@ -212,7 +212,6 @@ def _bytes(size):
         if size < 1024 or unit == "GiB":
             return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
         size /= 1024.0
-    return f"{size} B"
 
 
 def _n(value):
