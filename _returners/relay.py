@@ -45,6 +45,11 @@ def __virtual__():
         import salt_engine_lib.returner  # noqa: F401 pylint: disable=unused-import
     except ImportError as err:
         return False, f"relay returner: salt_engine_lib is not importable ({err}); pip install salt-relay"
+    # Salt 3007's salt CLI would miss the returns that reach the bus while
+    # this returner's first get_load runs, and wait for its whole --timeout.
+    from salt_engine_lib import saltcompat
+
+    saltcompat.fix_publish_client_poll()
     return __virtualname__
 
 

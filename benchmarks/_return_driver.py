@@ -123,13 +123,12 @@ def sender_main(conn, spec):
 
 
 async def _sender(conn, spec):
-    import salt.channel.client  # pylint: disable=import-outside-toplevel
     import salt.config  # pylint: disable=import-outside-toplevel
-    import tornado.ioloop  # pylint: disable=import-outside-toplevel
+
+    from salt_engine_lib import saltcompat  # pylint: disable=import-outside-toplevel
 
     setup_started = time.monotonic()
     loop = asyncio.get_running_loop()
-    io_loop = tornado.ioloop.IOLoop.current()
     master_uri = f"tcp://127.0.0.1:{spec['ret_port']}"
     channels = {}
     for mid in spec["ids"]:
@@ -143,8 +142,7 @@ async def _sender(conn, spec):
             "request_channel_tries": 1, "request_channel_timeout": spec["timeout"],
         })
         # Extra channels of one id share its AsyncAuth (a singleton per id and loop): one sign-in.
-        channels[mid] = [salt.channel.client.AsyncReqChannel.factory(opts, crypt="aes", io_loop=io_loop)
-                         for _ in range(spec.get("channels_per_minion", 1))]
+        channels[mid] = [saltcompat.async_request_channel(opts) for _ in range(spec.get("channels_per_minion", 1))]
     started = time.monotonic()
     auth_errors = {}
     gate = asyncio.Semaphore(spec.get("auth_concurrency", 10))
@@ -168,7 +166,7 @@ async def _sender(conn, spec):
         conn.send(await _phase(cmd, channels, state_ret))
     for per_minion in channels.values():
         for channel in per_minion:
-            await channel.close_async()
+            await saltcompat.close_request_channel(channel)
 
 
 async def _phase(cmd, channels, state_ret):

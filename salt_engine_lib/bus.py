@@ -5,36 +5,50 @@ blocks between reads loses events when the master's publisher overflows
 (measured: 23-37 % lost at ~5k events/s). This thread only reads and hands
 off; the engine loop does everything else.
 
-It reads with Salt's asynchronous subscriber (``get_master_event(...,
-io_loop=loop)``) in an asyncio loop of its own. The synchronous
-``get_event()`` runs a whole ``IOLoop.run_sync()`` per event, and Tornado's
-``run_sync`` defines a ``TypedDict`` class on every call: that was more than
-half of the engine's CPU time under load (py-spy). The asynchronous
-subscriber returns events already buffered without a trip through the loop,
-and reconnects by itself as the synchronous one does.
+It reads with Salt's asynchronous subscriber, in an event loop of its own
+(the loop kind and every other Salt-version difference: :mod:`saltcompat`).
+The synchronous ``get_event()`` runs a whole ``IOLoop.run_sync()`` per event,
+and Tornado's ``run_sync`` defines a ``TypedDict`` class on every call: that
+was more than half of the engine's CPU time under load (py-spy). The
+asynchronous subscriber returns events already buffered without a trip
+through the loop, and reconnects by itself as the synchronous one does.
+
+If the subscription cannot be made, or the reader's loop dies, the thread
+ends with the exception in :attr:`BusReader.failure` (``is_alive()`` is then
+False): the engine must not go on as if it were capturing.
 """
 
-import asyncio
 import logging
 import queue
 import threading
+
+from salt_engine_lib import saltcompat
 
 log = logging.getLogger(__name__)
 
 
 class BusReader(threading.Thread):
-    def __init__(self, opts, maxsize=100_000, poll_seconds=1.0):
+    def __init__(self, opts, maxsize=100_000, poll_seconds=1.0, connect_timeout=30.0):
         super().__init__(name="relay-bus-reader", daemon=True)
         self.opts = opts
         self.events = queue.Queue(maxsize=maxsize)
         self.poll_seconds = poll_seconds
+        self.connect_timeout = connect_timeout
         self.overflowed = 0
         self.disconnects = 0
-        self._stop = threading.Event()
+        # False where this Salt cannot tell the reader that it was dropped.
+        self.counts_disconnects = False
+        # The exception that ended the reader (None while it runs, or after a requested stop).
+        self.failure = None
+        self._stopping = threading.Event()  # not _stop: Thread.join() calls self._stop()
+        self._subscription = None
         self.ready = threading.Event()
 
     def stop(self):
-        self._stop.set()
+        self._stopping.set()
+        subscription = self._subscription
+        if subscription is not None:
+            subscription.request_stop()
 
     def _dropped(self):
         self.disconnects += 1
@@ -46,59 +60,48 @@ class BusReader(threading.Thread):
             self.disconnects,
         )
 
-    def _watch_disconnects(self, bus):
-        """Be told when the master's publisher drops us.
-
-        Salt's subscriber reconnects by itself, silently (3008: TCP/IPC
-        PublishClient); its ``disconnect_callback`` is the one place to see it.
-        """
-        client = getattr(bus.subscriber, "obj", bus.subscriber)
-        if client is None or not hasattr(client, "disconnect_callback"):
-            log.info("relay: this Salt's event subscriber has no disconnect_callback; drops by the publisher cannot be counted")
-            return
-
-        async def dropped():
-            self._dropped()
-
-        client.disconnect_callback = dropped
-
     def run(self):
-        loop = asyncio.new_event_loop()
         try:
-            loop.run_until_complete(self._read_until_stopped(loop))
-        finally:
-            loop.close()
+            subscription = saltcompat.master_bus_subscription(self.opts, poll_seconds=self.poll_seconds)
+            self._subscription = subscription
+            if self._stopping.is_set():
+                return
+            subscription.run(lambda: self._read_until_stopped(subscription))
+        except BaseException as err:  # pylint: disable=broad-except  # whatever ended the thread is the answer
+            if self._stopping.is_set() and self.ready.is_set():
+                log.warning("relay: the bus reader failed while stopping: %s: %s", type(err).__name__, err)
+                return
+            self.failure = err
+            log.error(
+                "relay: the bus reader stopped, NO events are captured any more (Salt %s): %s: %s",
+                saltcompat.salt_version(),
+                type(err).__name__,
+                err,
+                exc_info=True,
+            )
 
-    async def _read_until_stopped(self, loop):
-        import salt.utils.event  # pylint: disable=import-outside-toplevel
+    async def _read_until_stopped(self, subscription):
         from salt.exceptions import SaltDeserializationError  # pylint: disable=import-outside-toplevel
 
-        bus = salt.utils.event.get_master_event(self.opts, self.opts["sock_dir"], listen=True, io_loop=loop)
-        try:
-            bus.connect_pub()  # asynchronous: creates the subscriber and schedules its connect
-            client = bus.subscriber
-            connecting = getattr(bus, "_connect_task", None)
-            # Await that very connect: a second one would open a second stream
-            # that nobody reads (and the publisher would drop it as slow).
-            await (connecting if connecting is not None else client.connect())
-            self._watch_disconnects(bus)
-            self.ready.set()
-            while not self._stop.is_set():
-                try:
-                    raw = await client.recv(timeout=self.poll_seconds)
-                except Exception as err:  # pylint: disable=broad-except
-                    log.error("relay: reading the event bus failed, retrying: %s: %s", type(err).__name__, err)
-                    await asyncio.sleep(0.5)
-                    continue
-                if raw is None:
-                    continue
-                try:
-                    tag, data = bus.unpack(raw)
-                except SaltDeserializationError:
-                    continue  # a malformed frame (Salt logs it); get_event skips them too
-                self._hand_off(tag, data)
-        finally:
-            bus.destroy()
+        await subscription.connect(self.connect_timeout)
+        self.counts_disconnects = subscription.watch_disconnects(self._dropped)
+        if not self.counts_disconnects:
+            log.info("relay: this Salt's event subscriber cannot report drops by the publisher; they cannot be counted")
+        self.ready.set()
+        while not self._stopping.is_set():
+            try:
+                raw = await subscription.recv()
+            except Exception as err:  # pylint: disable=broad-except
+                log.error("relay: reading the event bus failed, retrying: %s: %s", type(err).__name__, err)
+                await subscription.sleep(0.5)
+                continue
+            if raw is None:
+                continue
+            try:
+                tag, data = subscription.unpack(raw)
+            except SaltDeserializationError:
+                continue  # a malformed frame (Salt logs it); get_event skips them too
+            self._hand_off(tag, data)
 
     def _hand_off(self, tag, data):
         try:

@@ -16,6 +16,7 @@ import os
 import pathlib
 from typing import Optional
 
+from salt_engine_lib import saltcompat
 from salt_engine_lib.errors import ConfigError
 from salt_engine_lib.urls import mask_url, validate_broker_url, validate_database_url
 
@@ -319,10 +320,10 @@ def database_url(config, opts):
 
 
 def keep_jobs_seconds(config, opts):
-    """Retention for jobs: relay's own setting, else Salt's keep_jobs_seconds."""
+    """Retention for jobs: relay's own setting, else Salt's own (keep_jobs_seconds; keep_jobs on 3006/3007)."""
     if config.keep_jobs_seconds is not None:
         return config.keep_jobs_seconds
-    return int(opts.get("keep_jobs_seconds", 86400) or 0)
+    return saltcompat.keep_jobs_seconds(opts)
 
 
 def keep_events_seconds(config, opts):

@@ -7,10 +7,14 @@ cache, the outbox writer and the store's engine must be thread-safe.
 
 import pytest
 
+from salt_engine_lib import saltcompat
 from salt_engine_lib.store import Store, queries
 from tests.waiting import wait_for
 
-pytestmark = pytest.mark.integration
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(not saltcompat.has_async_mworker(), reason="this Salt has no master_async_mworker (3008+)"),
+]
 
 
 @pytest.fixture(scope="module")
