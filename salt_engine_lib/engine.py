@@ -21,7 +21,7 @@ from salt_engine_lib import forwarder, handoff, metrics, records
 from salt_engine_lib.batching import Batcher
 from salt_engine_lib.broker import Publisher
 from salt_engine_lib.bus import BusReader
-from salt_engine_lib.errors import ConfigError
+from salt_engine_lib.errors import CaptureStopped, ConfigError
 from salt_engine_lib.filters import EventFilter
 from salt_engine_lib.deadletters import DeadLetterFile
 from salt_engine_lib.outbox import OutboxDrainer, relay_dir
@@ -113,7 +113,32 @@ class RelayEngine:
         log.info("relay engine started (%s mode): %s", self.mode, self.config.describe())
         while not self.stopping.is_set():
             self.step()
+            self.exit_if_a_thread_died()
         self.stop()
+
+    def threads(self):
+        """The threads without which the engine would only pretend to work."""
+        return {"bus reader": self.reader, "forwarder": self.forwarder, "outbox drainer": self.drainer}
+
+    def exit_if_a_thread_died(self):
+        """Flush, stop and raise :class:`CaptureStopped` if a needed thread ended.
+
+        Going on would report a running engine that captures (or forwards)
+        nothing; exiting lets Salt's process manager start the engine again.
+        """
+        for name, thread in self.threads().items():
+            if thread.is_alive():
+                continue
+            failure = getattr(thread, "failure", None)
+            why = f"{type(failure).__name__}: {failure}" if failure is not None else "it ended"
+            log.critical(
+                "relay engine: its %s stopped (%s); flushing what it holds and exiting, Salt starts it again",
+                name,
+                why,
+                exc_info=failure,
+            )
+            self.stop()
+            raise CaptureStopped(f"the relay engine's {name} stopped: {why}") from failure
 
     def stop(self):
         self._drain_reader()
@@ -190,6 +215,7 @@ class RelayEngine:
             "spool_pending_bytes": fwd.pending_bytes(fresh=True),
             "journal": {**fwd.unforwarded(), "max_bytes": self.config.spool_max_bytes},
             "reader_alive": self.reader.is_alive(),
+            "reader_failure": _described(getattr(self.reader, "failure", None)),
             "spool_lost_events": fwd.dropped_events,
             "forward_failures": fwd.failures,
             "last_error": fwd.last_error,
@@ -210,6 +236,10 @@ class RelayEngine:
             os.replace(tmp, self._stats_file)
         except OSError as err:
             log.warning("relay: cannot write %s: %s", self._stats_file, err)
+
+
+def _described(err):
+    return None if err is None else f"{type(err).__name__}: {err}"
 
 
 def run(opts, engine_kwargs, runners=None):

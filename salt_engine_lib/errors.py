@@ -28,3 +28,7 @@ class DecodeError(RelayError):
         super().__init__(reason)
         self.reason = reason
         self.raw = raw
+
+
+class CaptureStopped(RelayError):
+    """A thread the engine needs (the bus reader above all) stopped: the engine exits so Salt restarts it."""

@@ -9,7 +9,8 @@ JSON document, ``schema_version`` 1 (keys are stable; new keys may appear)::
 
     schema_version, state ("ok" | "degraded" | "down"), exit_status (0 | 1 | 2),
     warnings [text], checked_at (epoch s), mode ("embedded" | "broker"),
-    engine   {state ("up" | "down"), reported, pid, mode, seconds_since_report, capture ("up" | "down" | "unknown"), stats_file}
+    engine   {state ("up" | "down"), reported, pid, mode, seconds_since_report, capture ("up" | "down" | "unknown"),
+             capture_failure (why the reader stopped, or null), stats_file}
     events   {captured, kept, filtered, filtered_by_reason {reason: n}, stored, published, job_cache_records,
               lost_to_spool_bound, bus_drops, reader_overflowed}
     journal  {batches, bytes, max_bytes, used_percent, lag_seconds, directory}
@@ -69,6 +70,7 @@ def gather(config, opts, database_url, raw_engine, now=None):
             "mode": stats.get("mode") if stats else None,
             "seconds_since_report": seconds,
             "capture": "unknown" if reader_alive is None else ("up" if reader_alive else "down"),
+            "capture_failure": stats.get("reader_failure") if stats else None,
             "stats_file": str(stats_file),
         },
     }
@@ -163,7 +165,8 @@ def assess(report, config, thresholds=Thresholds()):
             "is salt-master running with engines: [relay]? see the master log"
         )
     elif engine["capture"] == "down":
-        down.append("capture down: the engine's bus reader stopped; no events are captured (see the master log)")
+        why = f" ({engine['capture_failure']})" if engine.get("capture_failure") else ""
+        down.append(f"capture down: the engine's bus reader stopped{why}; no events are captured (see the master log)")
     engine["state"] = "up" if engine["reported"] and not down else "down"
     database = report["database"]
     if not database["reachable"]:

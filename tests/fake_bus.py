@@ -9,6 +9,8 @@ class FakeReader:
         for event in events:
             self.events.put(event)
         self.overflowed = 0
+        self.failure = None
+        self.alive = True
 
     def start(self):
         pass
@@ -17,7 +19,12 @@ class FakeReader:
         pass
 
     def is_alive(self):
-        return True
+        return self.alive
+
+    def die(self, failure):
+        """What a real reader does when its subscription fails."""
+        self.failure = failure
+        self.alive = False
 
 
 def feed(relay, events):

@@ -1,11 +1,14 @@
 """The engine loop and its journal with a fake bus reader and a real SQLite store."""
 
 
+import json
+
 import pytest
 import sqlalchemy as sa
 
 from salt_engine_lib import config, engine, forwarder, message, records
 from salt_engine_lib import returner as relay_returner
+from salt_engine_lib.errors import CaptureStopped
 from salt_engine_lib.store import Store, queries
 from salt_engine_lib.store.schema import events
 from tests.fake_bus import FakeReader
@@ -200,3 +203,22 @@ def test_a_full_journal_sends_the_outbox_straight_to_the_database(tmp_path, stor
     assert store.read(queries.counts)["events"] == 0  # the whole event_return record was refused: it holds a reserved tag
     assert relay.stats()["outbox_written_directly"] == 1 and relay.stats()["dead_lettered"] == 1
     assert relay.stats()["spool_lost_events"] == 0  # nothing was lost: the outbox held it
+
+
+def test_a_dead_reader_takes_the_engine_down_after_flushing(tmp_path, store, caplog):
+    relay = make_engine(tmp_path, store, list(job_events(7)), batch_size=100, batch_max_wait=60)
+    relay.forwarder.start()
+    relay.drainer.start()
+    while not relay.reader.events.empty():
+        relay.step()
+    relay.exit_if_a_thread_died()  # all alive: nothing happens
+    # What the 3006 reader did with an asyncio loop (issue #15), here by hand.
+    relay.reader.die(AttributeError("'_UnixSelectorEventLoop' object has no attribute 'make_current'"))
+    with pytest.raises(CaptureStopped, match="bus reader stopped: AttributeError"):
+        relay.exit_if_a_thread_died()
+    assert store.read(queries.counts)["jobs"] == 7  # what it held was flushed first
+    critical = [r for r in caplog.records if r.levelname == "CRITICAL"]
+    assert critical and "its bus reader stopped" in critical[0].getMessage() and critical[0].exc_info
+    stats = json.loads(engine.stats_path({"cachedir": str(tmp_path)}).read_text())
+    assert stats["reader_alive"] is False
+    assert stats["reader_failure"].startswith("AttributeError: '_UnixSelectorEventLoop'")
