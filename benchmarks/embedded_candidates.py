@@ -166,7 +166,7 @@ class Candidate:
         self.errors = []
 
     def open(self):
-        self.store.engine  # schema at head before the clock  # pylint: disable=pointless-statement
+        self.store.ensure_schema()  # schema at head before the clock
 
     def start(self):
         pass

@@ -374,7 +374,7 @@ class Bench:
                 self.database_url = f"sqlite:///{self.root / 'relay.db'}"
             from salt_engine_lib.store import Store  # pylint: disable=import-outside-toplevel
 
-            Store(self.database_url).engine  # pylint: disable=expression-not-assigned  # schema, before the master
+            Store(self.database_url).ensure_schema()  # schema, before the master
             relay = {"database_url": self.database_url}
             if self.spec.get("broker"):
                 relay.update(broker_url=self.spec["broker"], queue=self.queue, dead_letter_queue=f"{self.queue}.dlq")
@@ -715,7 +715,7 @@ class Bench:
         return {"counts": found, "first": first, "relay_dead_letter_files": [p.name for p in relay_dead]}
 
     def stop(self):
-        for proc, conn in self.senders:
+        for _proc, conn in self.senders:
             with contextlib.suppress(Exception):
                 conn.send({"cmd": "quit"})
         for proc, _ in self.senders:

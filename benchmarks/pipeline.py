@@ -606,7 +606,7 @@ class Pipeline:
         self.database_url, self.drop_db = create_database(self.variant, self.root)
         from salt_engine_lib.store import Store  # pylint: disable=import-outside-toplevel
 
-        Store(self.database_url).engine  # pylint: disable=expression-not-assigned  # schema, before timing
+        Store(self.database_url).ensure_schema()  # schema, before timing
         self.rows = Rows(self.database_url)
         for sub in ("conf", "pki", "cache", "sock", "srv/salt", "srv/pillar", "extmods", "logs"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)

@@ -130,7 +130,7 @@ def main():
                 "relay, no engine, MariaDB": ("relay", {"relay_block": {"database_url": f"mysql+pymysql://root@127.0.0.1/{database}"}}),
                 "saltext-mysql, MariaDB": ("mysql", {"extra_opts": _saltext_mysql.opts(mysql_database)}),
             }
-            for run in range(args.runs):
+            for _ in range(args.runs):
                 for label, (name, options) in variants.items():
                     results.setdefault(label, []).append(in_process(measure_variant, tmp, name, options, args.returns))
     finally:

@@ -17,7 +17,7 @@ from salt_engine_lib import config as relay_config
 from salt_engine_lib import status as status_report
 from salt_engine_lib.errors import RelayError
 from salt_engine_lib.status import Thresholds
-from salt_engine_lib.store import Store, migrate, queries, translate_errors
+from salt_engine_lib.store import Store, migrate, translate_errors
 from salt_engine_lib.urls import mask_url
 
 log = logging.getLogger("salt_engine_lib")
@@ -204,7 +204,7 @@ def worker(obj, concurrency, queue_name, prefetch):
             )
         store = obj.store()
         with translate_errors(store.database_url):
-            store.engine  # pylint: disable=pointless-statement  # schema check before consuming
+            store.ensure_schema()  # schema check before consuming
     except RelayError as err:
         _fail(err)
     sys.exit(run_workers(config, obj.store, concurrency, queue_name, prefetch))

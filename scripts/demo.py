@@ -528,7 +528,6 @@ class Demo:
 
     # -- the whole run
     def main(self):
-        args = self.args
         section("salt-relay demo")
         note(f"temp dir   {self.root}")
         note(f"salt from  {BIN_DIR}")

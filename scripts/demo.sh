@@ -3,9 +3,8 @@
 #
 #   ./scripts/demo.sh [--keep] [--db sqlite|mariadb|postgresql] [--broker rabbitmq|redis] [--help]
 #
-# 1. creates the venv .venv with python3 (apt-get installs python3-venv if
-#    `python3 -m venv` is unavailable);
-# 2. installs salt-relay into it (editable; salt pinned by .ci/constraints.txt);
+# 1-2. creates the venv .venv with python3, Salt (pinned by .ci/constraints.txt)
+#    and salt-relay (editable): scripts/venv.sh;
 # 3. runs scripts/demo.py: a throwaway salt-master (engine relay,
 #    master_job_cache: relay) and two salt-minions under /tmp/relay-demo-XXXX
 #    on 127.0.0.1, a few real jobs, then the job cache answered from SQL.
@@ -19,24 +18,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-PYTHON=${PYTHON:-python3}
 VENV=${VENV:-.venv}
-
-as_root() {
-    if (( EUID == 0 )); then "$@"; else sudo "$@"; fi
-}
-
-if [[ ! -x $VENV/bin/python ]]; then
-    # Debian ships the venv module without ensurepip unless python3-venv is installed.
-    if ! "$PYTHON" -c 'import venv, ensurepip' 2>/dev/null; then
-        echo "installing python3-venv (needed by '$PYTHON -m venv')"
-        as_root apt-get update -q
-        as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends python3-venv
-    fi
-    echo "creating the venv $VENV"
-    rm -rf "$VENV" # a half-created venv from an earlier failed attempt
-    "$PYTHON" -m venv "$VENV"
-fi
 
 # --db postgresql needs the driver of the `postgres` extra, --broker redis the `redis` one.
 db=${DB:-}
@@ -54,15 +36,10 @@ done
 wanted=()
 case ${db,,} in postgresql | postgres | pg) wanted+=(postgres) ;; esac
 case ${broker,,} in redis* ) wanted+=(redis) ;; esac
-extras=
-if (( ${#wanted[@]} )); then extras="[$(IFS=,; echo "${wanted[*]}")]"; fi
+extras=$(IFS=,; echo "${wanted[*]}")
 
 if [[ ${SKIP_INSTALL:-} != 1 ]]; then
-    echo "installing salt-relay into $VENV (pip install -c .ci/constraints.txt -e .$extras)"
-    # The filter drops pip's notes about missing local index dirs (some CI machines' pip.conf);
-    # pip's exit status is kept.
-    "$VENV/bin/pip" install -q --disable-pip-version-check -c .ci/constraints.txt -e ".$extras" \
-        2> >(grep -v '^WARNING: Location' >&2)
+    scripts/venv.sh "$VENV" "$extras"
 fi
 
 exec "$VENV/bin/python" scripts/demo.py "$@"

@@ -188,6 +188,31 @@ def salt_factories_config():
     shutil.rmtree(root, ignore_errors=True)
 
 
+# salt-factories binds its log server and its event listener on 0.0.0.0 by
+# default; these tests listen on loopback only.
+LOOPBACK = "127.0.0.1"
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_sessionstart(session):
+    """Before salt-factories starts its log server (its own tryfirst hook, registered earlier, runs after this)."""
+    log_server = session.config.pluginmanager.get_plugin("saltfactories-log-server")
+    if log_server is not None:
+        log_server.log_host = LOOPBACK
+
+
+@pytest.fixture(scope="session")
+def event_listener():
+    """salt-factories' event listener (every daemon forwards its events to it), on loopback."""
+    from saltfactories.plugins.event_listener import EventListener
+
+    listener = EventListener()
+    listener.host = LOOPBACK
+    listener.address = f"tcp://{LOOPBACK}:{listener.port}"
+    with listener:
+        yield listener
+
+
 def pytest_unconfigure(config):
     """Leave the run ending on pytest's summary.
 

@@ -47,6 +47,10 @@ class Store:
                 self._check_schema(engine)
         return engine
 
+    def ensure_schema(self):
+        """Check (or, with auto_upgrade, bring) the schema to the code's revision now, not at the first write."""
+        self.engine  # noqa: B018  # the property checks the schema once per process
+
     def _check_schema(self, engine):
         if self.auto_upgrade:
             migrate.ensure_current(engine)

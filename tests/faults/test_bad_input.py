@@ -166,7 +166,7 @@ def test_depth_500_nesting(pipeline):
         # MariaDB's JSON columns check json_valid(), which refuses more than 31 levels:
         # each deep event is dead-lettered alone, with the database's reason.
         letters = pipeline.dead_letters(message_id, count=2)
-        for reason, _, body in letters:
+        for reason, _, _body in letters:
             assert "the database refused it" in reason and "CONSTRAINT" in reason, reason
         dead = {message.decode(body).events[0][0]: message.decode(body).events for _, _, body in letters}
         assert dead == {tag: [(tag, data)] for tag, data in bad}  # each alone, verbatim
