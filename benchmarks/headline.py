@@ -114,6 +114,8 @@ sys.path.insert(0, str(REPO))
 import _results  # noqa: E402  pylint: disable=wrong-import-position
 import _return_driver as driver  # noqa: E402  pylint: disable=wrong-import-position
 
+from salt_engine_lib import paths
+
 BIN = pathlib.Path(sys.executable).parent
 NOOP_DIR = HERE / "noop_cache" / "_returners"
 RABBITMQ_URL = os.environ.get("RELAY_TEST_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672//")
@@ -473,7 +475,7 @@ class Bench:
         raise RuntimeError(f"salt-master did not open ret_port {self.ret_port} within {timeout} s")
 
     def _wait_engine(self, timeout=120):
-        stats = self.cachedir / "relay" / "engine-stats.json"
+        stats = paths.engine_stats({"cachedir": str(self.cachedir)})
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.worker is not None and self.worker.poll() is not None:
@@ -711,7 +713,7 @@ class Bench:
                         found[mark] += 1
                         if len(first) < 8 and line[24:] not in {f[1][24:] for f in first}:
                             first.append((path.name, line[:400]))
-        relay_dead = list((self.cachedir / "relay" / "dead-letters").glob("*.jsonl"))
+        relay_dead = list(paths.dead_letters({"cachedir": str(self.cachedir)}).glob("*.jsonl"))
         return {"counts": found, "first": first, "relay_dead_letter_files": [p.name for p in relay_dead]}
 
     def stop(self):

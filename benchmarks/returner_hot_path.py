@@ -35,6 +35,7 @@ import pymysql
 import salt.config
 import salt.minion
 
+from salt_engine_lib import paths
 from salt_engine_lib.store import connection
 
 
@@ -46,9 +47,9 @@ def minion_for(tmp, job_cache, relay_block=None, engine_alive=False, extra_opts=
         opts["relay"] = relay_block
     opts.update(extra_opts or {})
     if engine_alive:
-        relay_dir = pathlib.Path(opts["cachedir"], "relay")
-        relay_dir.mkdir(parents=True)
-        (relay_dir / "engine-stats.json").write_text("{}")
+        heartbeat = paths.engine_stats(opts)
+        heartbeat.parent.mkdir(parents=True)
+        heartbeat.write_text("{}")
     return salt.minion.MasterMinion(opts)
 
 
@@ -57,10 +58,10 @@ def measure_variant(tmp, name, options, count):
     minion = minion_for(tmp, name, **options)
     stop = threading.Event()
     if options.get("engine_alive"):
-        # As the engine does (every 2 s): the returner counts it as gone once
-        # the stats file is older than outbox.ENGINE_ALIVE_SECONDS, and would
+        # As the engine does (every paths.HEARTBEAT_SECONDS): the returner counts it as gone
+        # once the stats file is older than paths.HEARTBEAT_STALE_SECONDS, and would
         # switch to direct writes in the middle of a long measurement.
-        stats = pathlib.Path(minion.opts["cachedir"], "relay", "engine-stats.json")
+        stats = paths.engine_stats(minion.opts)
         threading.Thread(target=_keep_fresh, args=(stats, stop), daemon=True).start()
     try:
         return measure(minion.returners, name, count)

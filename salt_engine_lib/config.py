@@ -13,10 +13,9 @@ Sources, highest precedence first::
 
 import dataclasses
 import os
-import pathlib
 from typing import Optional
 
-from salt_engine_lib import saltcompat
+from salt_engine_lib import paths, saltcompat
 from salt_engine_lib.errors import ConfigError
 from salt_engine_lib.urls import mask_url, validate_broker_url, validate_database_url
 
@@ -311,12 +310,12 @@ def _parse_mapping(key, text):
 
 
 def default_database_url(cachedir):
-    return f"sqlite:///{pathlib.Path(cachedir, 'relay', 'relay.db')}"
+    return f"sqlite:///{paths.default_database(cachedir)}"
 
 
 def database_url(config, opts):
     """The configured database URL, or the embedded SQLite default."""
-    return config.database_url or default_database_url(opts.get("cachedir") or "/var/cache/salt/master")
+    return config.database_url or default_database_url(opts.get("cachedir"))
 
 
 def keep_jobs_seconds(config, opts):

@@ -11,27 +11,23 @@ confirmed. A broker or database outage only grows the journal.
 import json
 import logging
 import os
-import pathlib
 import queue
 import threading
 import time
 
 from salt_engine_lib import config as relay_config
-from salt_engine_lib import forwarder, handoff, metrics, records
+from salt_engine_lib import forwarder, handoff, metrics, paths, records
 from salt_engine_lib.batching import Batcher
 from salt_engine_lib.broker import Publisher
 from salt_engine_lib.bus import BusReader
-from salt_engine_lib.errors import CaptureStopped, ConfigError
+from salt_engine_lib.errors import CaptureStopped, ConfigError, JournalFull
 from salt_engine_lib.filters import EventFilter
 from salt_engine_lib.deadletters import DeadLetterFile
-from salt_engine_lib.outbox import OutboxDrainer, relay_dir
+from salt_engine_lib.outbox import OutboxDrainer
 from salt_engine_lib.signals import stop_on_signals
 from salt_engine_lib.store import Store
 
 log = logging.getLogger(__name__)
-
-STATS_INTERVAL = 2.0
-
 
 def master_pillar(opts, runners):
     """The ``relay:`` block of the master's own pillar, or None.
@@ -51,16 +47,6 @@ def master_pillar(opts, runners):
 
 def load_config(opts, engine_kwargs, runners=None):
     return relay_config.from_salt_opts(opts, overrides=engine_kwargs, pillar_block=master_pillar(opts, runners))
-
-
-def stats_path(opts):
-    return pathlib.Path(opts.get("cachedir") or "/var/cache/salt/master", "relay", "engine-stats.json")
-
-
-def journal_dir(config, opts):
-    if config.spool_dir:
-        return pathlib.Path(config.spool_dir)
-    return pathlib.Path(opts.get("cachedir") or "/var/cache/salt/master", "relay", "spool")
 
 
 def relay_is_job_cache(opts):
@@ -87,9 +73,9 @@ class RelayEngine:
         # Opened lazily: in broker mode only the returner's outbox uses it.
         self.store = Store.from_config(config, relay_config.database_url(config, opts))
         self.mode = "broker" if config.broker_url else "embedded"
-        self.dead_letters = DeadLetterFile(relay_dir(opts) / "dead-letters")
+        self.dead_letters = DeadLetterFile(paths.dead_letters(opts))
         self.forwarder = forwarder.Forwarder(
-            journal_dir(config, opts),
+            paths.journal(opts, config.spool_dir),
             sink or make_sink(config, self.store, self.dead_letters),
             max_bytes=config.spool_max_bytes,
             max_message_bytes=config.max_message_bytes,
@@ -98,7 +84,7 @@ class RelayEngine:
         # What the returner handed over (write-behind) joins the journal.
         self.drainer = OutboxDrainer(opts, self.store, self.forwarder, batch_size=config.batch_size, dead_letters=self.dead_letters)
         self.stopping = threading.Event()
-        self._stats_file = stats_path(opts)
+        self._stats_file = paths.engine_stats(opts)
         self._stats_written_at = 0.0
 
     def install_signal_handlers(self):
@@ -160,7 +146,7 @@ class RelayEngine:
             self.consider(tag, data)
         if self.batcher.is_due():
             self.flush()
-        if time.monotonic() - self._stats_written_at >= STATS_INTERVAL:
+        if time.monotonic() - self._stats_written_at >= paths.HEARTBEAT_SECONDS:
             self.write_stats()
 
     def _drain_reader(self):
@@ -191,7 +177,7 @@ class RelayEngine:
             return
         try:
             self.forwarder.submit(batch, self.master_id)
-        except forwarder.JournalFull:
+        except JournalFull:
             pass  # counted and logged by the forwarder
         except OSError as err:
             # The disk itself failed: nothing else can keep the batch.

@@ -17,6 +17,18 @@ class StoreError(RelayError):
     """The SQL store could not be reached or refused a statement."""
 
 
+class RecordError(RelayError):
+    """A Salt document cannot become a row (missing or oversize key)."""
+
+
+class JournalFull(RelayError):
+    """The engine's journal is at ``spool_max_bytes``: the batch was not written (the caller counts it)."""
+
+
+class BulkPathUnsupported(RelayError):
+    """These rows cannot take MariaDB's JSON_TABLE bulk path; the store writes them with executemany."""
+
+
 class BrokerUnavailable(RelayError):
     """The message broker could not be reached within the retry budget."""
 

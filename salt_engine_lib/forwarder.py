@@ -20,13 +20,10 @@ import threading
 import time
 
 from salt_engine_lib import deadletters, message, records
+from salt_engine_lib.errors import JournalFull
 from salt_engine_lib.spool import SpoolReader, SpoolWriter
 
 log = logging.getLogger(__name__)
-
-
-class JournalFull(Exception):
-    pass
 
 
 class BrokerSink:

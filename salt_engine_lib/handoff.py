@@ -14,18 +14,14 @@ import json
 import os
 
 from salt_engine_lib.errors import ConfigError
-from salt_engine_lib.outbox import relay_dir
+from salt_engine_lib import paths
 
 # The keys that decide where and how the job cache stores and cleans up.
 STORE_KEYS = ("database_url", "database_ssl", "master_id", "auto_upgrade", "keep_jobs_seconds", "keep_events_seconds", "cleanup_chunk_size")
 
 
-def path(opts):
-    return relay_dir(opts) / "engine-settings.json"
-
-
 def write(opts, config):
-    target = path(opts)
+    target = paths.engine_settings(opts)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_suffix(".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -36,7 +32,7 @@ def write(opts, config):
 
 def read(opts):
     """The engine's store settings, or None if no engine wrote them on this master."""
-    source = path(opts)
+    source = paths.engine_settings(opts)
     try:
         return json.loads(source.read_text())
     except FileNotFoundError:

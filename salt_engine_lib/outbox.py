@@ -18,30 +18,23 @@ which ``get_load`` also reads, and goes through the outbox when it is back.
 import collections
 import hashlib
 import logging
-import pathlib
 import threading
 import time
 
-from salt_engine_lib import deadletters, records
-from salt_engine_lib.errors import StoreError
-from salt_engine_lib.forwarder import JournalFull, StoreSink
+from salt_engine_lib import deadletters, paths, records
+from salt_engine_lib.errors import JournalFull, RecordError, StoreError
+from salt_engine_lib.forwarder import StoreSink
 from salt_engine_lib.spool import SpoolReader, SpoolWriter, pack, unpack
 
 log = logging.getLogger(__name__)
 
-# The engine rewrites its stats file every 2 s; older than this, it is gone.
-ENGINE_ALIVE_SECONDS = 10.0
 # Job ids remembered per process (see Outbox.note_job).
 KNOWN_JOBS = 10000
 
 
-def relay_dir(opts):
-    return pathlib.Path(opts.get("cachedir") or "/var/cache/salt/master", "relay")
-
-
 def _pending_load_path(opts, jid):
     name = hashlib.sha256(str(jid).encode("utf-8", "surrogatepass")).hexdigest()
-    return relay_dir(opts) / "pending-loads" / f"{name}.mp"
+    return paths.pending_loads(opts) / f"{name}.mp"
 
 
 class Outbox:
@@ -49,9 +42,9 @@ class Outbox:
 
     def __init__(self, opts):
         self.opts = opts
-        self.directory = relay_dir(opts) / "outbox"
+        self.directory = paths.outbox(opts)
         self.writer = SpoolWriter(self.directory)
-        self._stats_file = relay_dir(opts) / "engine-stats.json"
+        self._stats_file = paths.engine_stats(opts)
         self._alive_checked_at = 0.0
         self._alive = False
         # Jobs this process already recorded: Salt calls save_load with the
@@ -63,7 +56,7 @@ class Outbox:
         now = time.monotonic()
         if now - self._alive_checked_at >= 1.0:
             try:
-                self._alive = time.time() - self._stats_file.stat().st_mtime < ENGINE_ALIVE_SECONDS
+                self._alive = time.time() - self._stats_file.stat().st_mtime < paths.HEARTBEAT_STALE_SECONDS
             except OSError:
                 self._alive = False
             self._alive_checked_at = now
@@ -141,12 +134,12 @@ def journal_events_of(item):
         for event in item.get("events") or ():
             tag = event.get("tag") if isinstance(event, dict) else None
             if not isinstance(tag, str) or not tag:
-                raise records.RecordError(f"an event_return event needs a tag: {str(event)[:200]!r}")
+                raise RecordError(f"an event_return event needs a tag: {str(event)[:200]!r}")
             if tag.startswith(records.JOB_CACHE_TAG_PREFIX):
-                raise records.RecordError(f"tag {tag[:200]!r} is reserved for salt-relay's own records")
+                raise RecordError(f"tag {tag[:200]!r} is reserved for salt-relay's own records")
             events.append((tag, event.get("data")))
         return events
-    raise records.RecordError(f"unknown record kind {kind!r}")
+    raise RecordError(f"unknown record kind {kind!r}")
 
 
 class OutboxDrainer(threading.Thread):
@@ -164,10 +157,10 @@ class OutboxDrainer(threading.Thread):
         self.opts = opts
         self.store = store
         self.forwarder = forwarder
-        self.reader = SpoolReader(relay_dir(opts) / "outbox")
+        self.reader = SpoolReader(paths.outbox(opts))
         self.batch_size = batch_size
         self.idle_seconds = idle_seconds
-        self.dead_letters = dead_letters or deadletters.DeadLetterFile(relay_dir(opts) / "dead-letters")
+        self.dead_letters = dead_letters or deadletters.DeadLetterFile(paths.dead_letters(opts))
         # Only when the journal is full: the embedded mode's way into the store.
         self.direct_sink = StoreSink(store, self.dead_letters)
         self.moved = 0
@@ -221,7 +214,7 @@ class OutboxDrainer(threading.Thread):
         """Write a load kept while the database was down; False if the database refused it."""
         try:
             self.store.write_batch(jobs=[records.job_row(item["jid"], item["load"], item.get("minions"), item.get("m"))], authoritative_jobs=bool(item["publish"]))
-        except records.RecordError as err:
+        except RecordError as err:
             self.dead_letters.add(item, f"rejected: {err}")
             return False
         except StoreError as err:

@@ -11,16 +11,12 @@ import hashlib
 import typing
 
 from salt_engine_lib import jsonsafe
-from salt_engine_lib.errors import RelayError
+from salt_engine_lib.errors import RecordError
 from salt_engine_lib.store.schema import FUN_LENGTH, JID_LENGTH, MINION_ID_LENGTH
 
 _JID_FORMAT = "%Y%m%d%H%M%S%f"
 # Keys a return row keeps in its own columns rather than in ``document``.
 _RETURN_VALUE_KEY = "return"
-
-
-class RecordError(RelayError):
-    """A Salt document cannot become a row (missing or oversize key)."""
 
 
 # The returner's records travel through the engine's journal as events with

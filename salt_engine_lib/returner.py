@@ -12,7 +12,7 @@ import time
 
 from salt_engine_lib import config as relay_config
 from salt_engine_lib import handoff, outbox, records
-from salt_engine_lib.errors import StoreError
+from salt_engine_lib.errors import RecordError, StoreError
 from salt_engine_lib.store import Store, queries
 
 log = logging.getLogger(__name__)
@@ -144,7 +144,7 @@ def save_minions(store, jid, minions, master=None):
 
 def returner(store, ret, opts, master=None):
     if not isinstance(ret, dict):
-        raise records.RecordError(f"a return must be a mapping, got {type(ret).__name__}")
+        raise RecordError(f"a return must be a mapping, got {type(ret).__name__}")
     if ret.get("jid") == "req":
         # salt-call without a master job: allocate one, as local_cache does.
         ret = dict(ret, jid=prep_jid(opts, nocache=ret.get("nocache", False)))
@@ -180,7 +180,7 @@ def _store_events(store, events, master):
     for event in events or ():
         try:
             rows.append(records.event_row(event["tag"], event.get("data"), master))
-        except (KeyError, TypeError, AttributeError, records.RecordError) as err:
+        except (KeyError, TypeError, AttributeError, RecordError) as err:
             log.error("relay event_return: skipping malformed event: %s: %s", type(err).__name__, err)
     if rows:
         store.write_batch(events=rows)

@@ -27,6 +27,7 @@ import json
 import pathlib
 import time
 
+from salt_engine_lib import paths
 from salt_engine_lib.errors import RelayError
 from salt_engine_lib.urls import mask_url
 
@@ -36,8 +37,8 @@ EXIT_STATUS = {"ok": 0, "degraded": 1, "down": 2}
 
 @dataclasses.dataclass(frozen=True)
 class Thresholds:
-    #: The engine rewrites its stats every 2 s; silent longer than this, it is down.
-    engine_silent_seconds: float = 10.0
+    #: Silent longer than this (its heartbeat is older), the engine is down.
+    engine_silent_seconds: float = paths.HEARTBEAT_STALE_SECONDS
     #: Journal use (percent of spool_max_bytes) that needs a person.
     journal_percent: float = 80.0
     #: Age of the oldest unforwarded batch that needs a person.
@@ -53,10 +54,10 @@ def _read_engine_stats(path):
 
 def gather(config, opts, database_url, raw_engine, now=None):
     """The report (without warnings) for this config; never raises for an unreachable server."""
-    from salt_engine_lib import deadletters, engine, outbox  # pylint: disable=import-outside-toplevel
+    from salt_engine_lib import deadletters  # pylint: disable=import-outside-toplevel
 
     now = time.time() if now is None else now
-    stats_file = engine.stats_path(opts)
+    stats_file = paths.engine_stats(opts)
     stats = _read_engine_stats(stats_file)
     seconds = round(now - stats.get("updated", 0), 1) if stats else None
     reader_alive = stats.get("reader_alive") if stats else None
@@ -101,13 +102,12 @@ def gather(config, opts, database_url, raw_engine, now=None):
         "max_bytes": max_bytes,
         "used_percent": round(100.0 * size / max_bytes, 1) if max_bytes else 0.0,
         "lag_seconds": round(max(0.0, now - oldest), 1) if oldest else 0.0,
-        "directory": str(engine.journal_dir(config, opts)),
+        "directory": str(paths.journal(opts, config.spool_dir)),
     }
-    relay_dir = outbox.relay_dir(opts)
-    report["outbox"] = {"bytes": stats.get("outbox_pending_bytes", 0), "directory": str(relay_dir / "outbox")}
+    report["outbox"] = {"bytes": stats.get("outbox_pending_bytes", 0), "directory": str(paths.outbox(opts))}
     report["dead_letters"] = {
-        "on_disk": deadletters.count_dead_letters(relay_dir / "dead-letters"),
-        "directory": str(relay_dir / "dead-letters"),
+        "on_disk": deadletters.count_dead_letters(paths.dead_letters(opts)),
+        "directory": str(paths.dead_letters(opts)),
         "in_queue": None,
     }
     report["broker"] = _broker(config, report) if config.broker_url else None

@@ -23,7 +23,7 @@ import threading
 import time
 
 from salt_engine_lib import broker, message, metrics, records
-from salt_engine_lib.errors import DecodeError, StoreError
+from salt_engine_lib.errors import DecodeError, RecordError, StoreError
 from salt_engine_lib.signals import stop_on_signals
 from salt_engine_lib.urls import mask_url
 
@@ -40,7 +40,7 @@ def rows_of(batch):
     for tag, data in batch.events:
         try:
             rows.append(records.rows_from_event(tag, data, batch.master_id, job_returns=job_returns))
-        except records.RecordError as err:
+        except RecordError as err:
             rejected.append((tag, data, str(err)))
         except Exception as err:  # pylint: disable=broad-except  # any event the code cannot read
             rejected.append((tag, data, f"{type(err).__name__}: {err}"))

@@ -38,6 +38,8 @@ import tempfile
 import time
 import uuid
 
+from salt_engine_lib import paths
+
 MINIONS = ("demo-m1", "demo-m2")
 MASTER_ID = "relay-demo-master"
 BIN_DIR = pathlib.Path(sys.executable).parent  # the venv's bin: salt-master, salt, salt-relay, ...
@@ -157,7 +159,7 @@ class Database:
         self.kind = kind
         self.name = None
         self.url = None  # relay: database_url; None = embedded default
-        self.sqlite_path = pathlib.Path(cachedir, "relay", "relay.db")
+        self.sqlite_path = paths.default_database(cachedir)
         self.created = False
         self._engine = None
 
@@ -263,7 +265,7 @@ class Demo:
         self.master_dir = self.root / "master"
         self.master_log = self.master_dir / "master.log"
         self.cachedir = self.master_dir / "cache"
-        self.stats_file = self.cachedir / "relay" / "engine-stats.json"
+        self.stats_file = paths.engine_stats({"cachedir": str(self.cachedir)})
         self.db = Database(args.db, self.cachedir)
         self.procs = {}  # name -> Popen of the daemons
         self.failures = []

@@ -27,13 +27,10 @@ import orjson
 import sqlalchemy as sa
 
 from salt_engine_lib import jsonsafe
+from salt_engine_lib.errors import BulkPathUnsupported
 
 # Keep each statement well under the server's max_allowed_packet (16 MiB by default).
 MAX_CHUNK_BYTES = 4 << 20
-
-
-class Unsupported(Exception):
-    """These rows cannot take this path; use executemany."""
 
 
 def supported(conn):
@@ -85,7 +82,7 @@ def statement(conn, table, columns, update_columns, conflict_key):
 
 
 def chunks(table, rows):
-    """``(columns, [json array text, ...])``; Unsupported if a row cannot be written as JSON."""
+    """``(columns, [json array text, ...])``; BulkPathUnsupported if a row cannot be written as JSON."""
     columns = list(rows[0])
     convert = list(zip(columns, _converters(table, columns)))
     out, parts, size = [], [], 0
@@ -93,7 +90,7 @@ def chunks(table, rows):
         try:
             encoded = orjson.dumps([to_text(row[name]) for name, to_text in convert])
         except TypeError as err:  # orjson.JSONEncodeError is one
-            raise Unsupported(str(err)) from None
+            raise BulkPathUnsupported(str(err)) from None
         if parts and size + len(encoded) > MAX_CHUNK_BYTES:
             out.append(b"[" + b",".join(parts) + b"]")
             parts, size = [], 0
@@ -105,7 +102,7 @@ def chunks(table, rows):
 
 
 def upsert(conn, table, rows, update_columns, conflict_key):
-    """Write ``rows`` (dicts with identical keys); Unsupported before anything is sent."""
+    """Write ``rows`` (dicts with identical keys); BulkPathUnsupported before anything is sent."""
     columns, documents = chunks(table, rows)
     sql = statement(conn, table, columns, update_columns, conflict_key)
     for document in documents:

@@ -10,6 +10,7 @@ about twice as fast for the worker).
 
 from sqlalchemy.dialects import mysql, postgresql, sqlite
 
+from salt_engine_lib.errors import BulkPathUnsupported
 from salt_engine_lib.store import json_table, schema
 
 _CONFLICT_KEYS = {
@@ -50,7 +51,7 @@ def insert_ignoring_duplicates(conn, table, rows, update_columns=()):
         try:
             json_table.upsert(conn, table, rows, update_columns, _CONFLICT_KEYS[table.name][0])
             return len(rows)
-        except json_table.Unsupported:
+        except BulkPathUnsupported:
             pass  # e.g. lone surrogates: the executemany path writes them
     conn.execute(upsert_statement(conn, table, update_columns), list(rows))
     return len(rows)

@@ -22,7 +22,6 @@ The bugs these tests found are fixed; each test is written as the code must beha
 import base64
 import contextlib
 import logging
-import pathlib
 import socket
 import uuid
 
@@ -31,10 +30,10 @@ import salt.config
 import salt.minion
 from salt.exceptions import CommandExecutionError
 
+from salt_engine_lib import paths
 from salt_engine_lib import config, engine, forwarder, jsonsafe, message
 from salt_engine_lib import returner as relay_returner
-from salt_engine_lib.errors import ConfigError, StoreError
-from salt_engine_lib.records import RecordError
+from salt_engine_lib.errors import ConfigError, RecordError, StoreError
 from salt_engine_lib.deadletters import DeadLetterFile
 from salt_engine_lib.outbox import OutboxDrainer
 from salt_engine_lib.spool import SpoolReader
@@ -631,7 +630,7 @@ def test_a_return_the_database_refuses_does_not_block_the_outbox(database_url, t
     store = Store(database_url)
     dialect = store.engine.dialect.name
     opts = {"__role": "master", "id": MASTER, "cachedir": str(tmp_path / "cache")}
-    stats = pathlib.Path(opts["cachedir"], "relay", "engine-stats.json")
+    stats = paths.engine_stats(opts)
     stats.parent.mkdir(parents=True)
     stats.write_text("{}")  # a live engine: returns go through the outbox
     bad_jid, good_jid = new_jid(), new_jid()
@@ -697,7 +696,7 @@ def test_unreachable_broker_journals_everything_and_counts_the_failures(scheme, 
         relay.forwarder.stop(timeout=0.5)
         relay.forwarder.join(timeout=15)
     # Nothing lost: every event is in the journal, in order, for the next engine to forward.
-    bodies, _ = SpoolReader(tmp_path / "relay" / "spool").read(100)
+    bodies, _ = SpoolReader(paths.journal({"cachedir": str(tmp_path)})).read(100)
     assert [event for body in bodies for event in message.decode(body).events] == events
 
 

@@ -15,6 +15,8 @@ import pytest
 from tests.faults.harness import Sender
 from tests.waiting import wait_for
 
+from salt_engine_lib import paths
+
 pytestmark = pytest.mark.integration
 
 
@@ -32,7 +34,7 @@ def small_queue_master(salt_factories, tmp_path_factory):
 
 
 def engine_stats(master):
-    path = pathlib.Path(master.config["cachedir"], "relay", "engine-stats.json")
+    path = paths.engine_stats(master.config)
     return json.loads(path.read_text()) if path.exists() else {}
 
 

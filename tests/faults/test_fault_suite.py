@@ -21,6 +21,7 @@ import uuid
 
 import pytest
 
+from salt_engine_lib import paths
 from salt_engine_lib.store import Store
 from tests.conftest import check_broker, delete_queues, server_database
 from tests.faults.harness import SALT_RELAY, Sender, WorkerProcess, tally
@@ -178,7 +179,7 @@ def test_spool_bound_hit_is_counted_and_reported(salt_factories, services, store
         services["broker_proxy"].cut()
         try:
             sent = Sender(config_file(factory), 5, count, RATE).start().result(timeout=count / RATE + 60)
-            stats_file = pathlib.Path(factory.config["cachedir"], "relay", "engine-stats.json")
+            stats_file = paths.engine_stats(factory.config)
             stats = wait_for(lambda: (lambda s: s if s.get("accepted", 0) >= sent["fired"] and s["spool_lost_events"] > 0 else None)(json.loads(stats_file.read_text()) if stats_file.exists() else {}), timeout=30)
             assert stats, "the engine did not count the events the full spool could not keep"
         finally:

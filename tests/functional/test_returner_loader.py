@@ -1,10 +1,11 @@
 """The returner through Salt's own loader with master opts, no daemons."""
 
-import pathlib
 
 import pytest
 import salt.config
 import salt.minion
+
+from salt_engine_lib import paths
 
 JID = "20261125120000000001"
 
@@ -53,9 +54,9 @@ def test_event_return_accepts_an_empty_list_and_stores_events(returners):
 def test_write_behind_when_the_engine_is_alive(returners):
     """With a live engine the returner only appends to the outbox: no SQL on the hot path."""
     loaded, opts = returners
-    relay_dir = pathlib.Path(opts["cachedir"], "relay")
-    relay_dir.mkdir(parents=True)
-    (relay_dir / "engine-stats.json").write_text("{}")  # what a running engine keeps fresh
+    heartbeat = paths.engine_stats(opts)
+    heartbeat.parent.mkdir(parents=True)
+    heartbeat.write_text("{}")  # what a running engine keeps fresh
     loaded["relay.save_load"](JID, {"fun": "test.ping", "arg": [], "tgt": "*"}, ["m1"])
     return_load = {"id": "m1", "jid": JID, "fun": "test.ping", "return": True, "retcode": 0}
     # the per-return sequence of salt.utils.job.store_job
@@ -68,7 +69,7 @@ def test_write_behind_when_the_engine_is_alive(returners):
     from salt_engine_lib.store import Store
 
     store = Store(opts["relay"]["database_url"])
-    journal = Forwarder(relay_dir / "spool", StoreSink(store), max_bytes=1 << 30)
+    journal = Forwarder(paths.journal(opts), StoreSink(store), max_bytes=1 << 30)
     OutboxDrainer(opts, store, journal).drain_once()  # the engine's threads, one step each
     assert loaded["relay.get_jid"](JID) == {}  # journaled, not yet stored
     journal.forward_once()

@@ -17,6 +17,7 @@ import time
 import pytest
 import sqlalchemy as sa
 
+from salt_engine_lib import paths
 from salt_engine_lib.store import Store, queries
 from salt_engine_lib.store.schema import events, returns
 from tests.conftest import check_broker, delete_queues, server_database
@@ -117,7 +118,7 @@ def test_find_job_polling_is_filtered_and_counted(pipeline_master, worker, minio
     # A job outlasting the CLI's timeout makes the CLI poll it with saltutil.find_job.
     result = cli.run("test.sleep", "6", "--timeout=2", minion_tgt=minion.id)
     assert result.returncode == 0, result
-    stats_file = pathlib.Path(pipeline_master.config["cachedir"], "relay", "engine-stats.json")
+    stats_file = paths.engine_stats(pipeline_master.config)
     stats = wait_for(lambda: json.loads(stats_file.read_text()) if stats_file.exists() and json.loads(stats_file.read_text())["dropped"].get("excluded_function") else None, timeout=30)
     assert stats, "saltutil.find_job returns were not counted as filtered"
     # The job cache keeps find_job returns as local_cache does; the bus events are not stored.

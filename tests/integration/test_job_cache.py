@@ -5,6 +5,7 @@ import json
 import pytest
 import sqlalchemy as sa
 
+from salt_engine_lib import paths
 from salt_engine_lib.store import Store, queries
 from salt_engine_lib.store.schema import events
 
@@ -101,8 +102,8 @@ def test_custom_tags_are_stored_by_default(salt_call_cli, salt_run_cli, store):
 
 
 def test_engine_counts_filtered_events(salt_master, ping_jid):
-    stats_file = salt_master.config["cachedir"] + "/relay/engine-stats.json"
-    stats = wait_for(lambda: json.load(open(stats_file)) if __import__("os").path.exists(stats_file) else None)
+    stats_file = paths.engine_stats(salt_master.config)
+    stats = wait_for(lambda: json.loads(stats_file.read_text()) if stats_file.exists() else None)
     assert stats["accepted"] > 0
     # salt/auth events of the minion's authentication are excluded by default
     assert wait_for(lambda: json.load(open(stats_file))["dropped"].get("excluded_tag", 0) > 0)

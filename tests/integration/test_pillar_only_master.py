@@ -14,6 +14,7 @@ import uuid
 
 import pytest
 
+from salt_engine_lib import paths
 from salt_engine_lib.store import Store, queries
 from tests.conftest import check_broker, delete_queues, server_database
 from tests.waiting import wait_for
@@ -80,7 +81,7 @@ def test_job_cache_and_engine_share_the_pillars_database(master, worker, minion,
     assert looked_up.returncode == 0 and looked_up.data == {minion.id: True}, looked_up
     # The engine's bus events went the same way.
     assert wait_for(lambda: store.read(queries.counts)["events"] > 0)
-    default_store = pathlib.Path(master.config["cachedir"], "relay", "relay.db")
+    default_store = paths.default_database(master.config["cachedir"])
     assert not default_store.exists(), f"a second store appeared at {default_store}"
-    settings = pathlib.Path(master.config["cachedir"], "relay", "engine-settings.json")
+    settings = paths.engine_settings(master.config)
     assert settings.stat().st_mode & 0o077 == 0, "the handed-over settings hold a password: owner only"

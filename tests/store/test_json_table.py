@@ -10,6 +10,7 @@ import pytest
 import sqlalchemy as sa
 
 from salt_engine_lib import records
+from salt_engine_lib.errors import BulkPathUnsupported
 from salt_engine_lib.store import Store, json_table, writes
 from salt_engine_lib.store.schema import events, jobs, returns
 from tests.conftest import server_database
@@ -71,7 +72,7 @@ def test_rows_orjson_refuses_take_the_executemany_path(two_stores):
     # An integer over 64 bits in a scalar column: the server refuses it either way,
     # but through executemany, with its own error.
     row = records.return_row({"id": "m1", "jid": JID, "fun": "f", "return": 1, "retcode": 2**70}, "master-1")
-    with pytest.raises(json_table.Unsupported):
+    with pytest.raises(BulkPathUnsupported):
         json_table.chunks(returns, [row])
     with pytest.raises(Exception, match="Out of range"):
         store.write_batch(returns=[row])

@@ -2,6 +2,7 @@ import json
 
 from click.testing import CliRunner
 
+from salt_engine_lib import paths
 from salt_engine_lib.cli import main
 
 
@@ -58,7 +59,7 @@ def test_status_counts_dead_letters_kept_on_disk(tmp_path):
     from salt_engine_lib.deadletters import DeadLetterFile
 
     (tmp_path / "master").write_text(f"cachedir: {tmp_path / 'cache'}\nrelay:\n  database_url: sqlite:///{tmp_path / 'r.db'}\n")
-    DeadLetterFile(tmp_path / "cache" / "relay" / "dead-letters").add({"tag": "t"}, "the database refused it")
+    DeadLetterFile(paths.dead_letters({"cachedir": str(tmp_path / "cache")})).add({"tag": "t"}, "the database refused it")
     result = CliRunner().invoke(main, ["-c", str(tmp_path), "status", "--json"])
     report = json.loads(result.output)
     assert report["dead_letters"]["on_disk"] == 1

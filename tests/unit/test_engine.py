@@ -6,7 +6,7 @@ import json
 import pytest
 import sqlalchemy as sa
 
-from salt_engine_lib import config, engine, forwarder, message, records
+from salt_engine_lib import config, engine, forwarder, message, paths, records
 from salt_engine_lib import returner as relay_returner
 from salt_engine_lib.errors import CaptureStopped
 from salt_engine_lib.store import Store, queries
@@ -76,7 +76,7 @@ def test_engine_stores_kept_events_in_batches_and_counts_drops(tmp_path, store):
     assert stats["journaled"] == stats["forwarded"] == 2
     assert stats["spool_pending_bytes"] == 0
     relay.write_stats()
-    assert engine.stats_path({"cachedir": str(tmp_path)}).exists()
+    assert paths.engine_stats({"cachedir": str(tmp_path)}).exists()
 
 
 def test_failed_forward_keeps_batches_in_the_journal_and_replays_them_in_order(tmp_path, store):
@@ -111,7 +111,7 @@ def test_stop_flushes_the_open_batch_and_leaves_an_empty_journal(tmp_path, store
         relay.step()
     relay.stop()
     assert store.read(queries.counts)["jobs"] == 5
-    assert not list((tmp_path / "relay" / "spool").iterdir())
+    assert not list(paths.journal({"cachedir": str(tmp_path)}).iterdir())
 
 
 def test_full_journal_loses_loudly_and_counts(tmp_path, store, caplog):
@@ -219,6 +219,6 @@ def test_a_dead_reader_takes_the_engine_down_after_flushing(tmp_path, store, cap
     assert store.read(queries.counts)["jobs"] == 7  # what it held was flushed first
     critical = [r for r in caplog.records if r.levelname == "CRITICAL"]
     assert critical and "its bus reader stopped" in critical[0].getMessage() and critical[0].exc_info
-    stats = json.loads(engine.stats_path({"cachedir": str(tmp_path)}).read_text())
+    stats = json.loads(paths.engine_stats({"cachedir": str(tmp_path)}).read_text())
     assert stats["reader_alive"] is False
     assert stats["reader_failure"].startswith("AttributeError: '_UnixSelectorEventLoop'")

@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from salt_engine_lib import records
-from salt_engine_lib.records import RecordError
+from salt_engine_lib.errors import RecordError
 
 JID = "20260102030405123456"
 NOW = datetime.datetime(2026, 1, 2, 3, 5, 0)
@@ -249,7 +249,7 @@ def test_bus_copies_of_returns_make_no_returns_row_when_the_job_cache_sends_them
     assert [r["minion_id"] for r in rows.authoritative_returns] == ["m1"]
     load = {"jid": ret["jid"], "load": {"fun": "test.ping", "tgt": "*"}, "minions": None}
     assert records.rows_from_event(records.JOB_CACHE_LOAD_TAG, load, "master-1").jobs[0]["fun"] == "test.ping"
-    with pytest.raises(records.RecordError, match="unknown job cache record"):
+    with pytest.raises(RecordError, match="unknown job cache record"):
         records.rows_from_event(records.JOB_CACHE_TAG_PREFIX + "other", {}, "master-1")
     merged = records.Rows.merge([rows, records.rows_from_event(tag, ret, "master-1")])
     assert (len(merged.returns), len(merged.authoritative_returns), len(merged.events)) == (1, 1, 1)

@@ -8,6 +8,8 @@ import time
 
 import pytest
 
+from salt_engine_lib import paths
+
 SALT_RELAY = str(pathlib.Path(sys.executable).with_name("salt-relay"))
 
 
@@ -31,7 +33,7 @@ def write_engine_stats(master_dir, age=0.5, **overrides):
         "outbox_pending_bytes": 0, "journal": {"batches": 0, "bytes": 0, "oldest_created": None, "max_bytes": 1000},
     }
     stats.update(overrides)
-    path = master_dir / "cache" / "relay" / "engine-stats.json"
+    path = paths.engine_stats({"cachedir": str(master_dir / "cache")})
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(stats))
 
