@@ -59,6 +59,12 @@ def _lib():
     return salt_engine_lib.returner
 
 
+# Stand-ins for this master's id and the resolved relay config, resolved by
+# _call under its error translation (a bad config is SaltInvocationError there).
+_MASTER_ID = object()
+_CONFIG = object()
+
+
 def _call(function, *args, ret=None, **kwargs):
     """Run a library call with this call's store; turn its errors into Salt's."""
     from salt.exceptions import CommandExecutionError, SaltInvocationError
@@ -68,6 +74,11 @@ def _call(function, *args, ret=None, **kwargs):
     lib = _lib()
     try:
         store = lib.store_for(__opts__, __salt__, ret)
+        for name, value in kwargs.items():
+            if value is _MASTER_ID:
+                kwargs[name] = lib.master_id(__opts__, __salt__)
+            elif value is _CONFIG:
+                kwargs[name] = lib.resolve_config(__opts__, __salt__)
         return function(store, *args, **kwargs)
     except ConfigError as err:
         raise SaltInvocationError(f"relay returner: bad configuration: {err}") from err
@@ -82,19 +93,19 @@ def prep_jid(nocache=False, passed_jid=None):
 
 
 def save_load(jid, load, minions=None):
-    _call(_lib().save_load, jid, load, minions, _lib().master_id(__opts__, __salt__), __opts__)
+    _call(_lib().save_load, jid, load, minions, master=_MASTER_ID, opts=__opts__)
 
 
 def save_minions(jid, minions, syndic_id=None):  # pylint: disable=unused-argument
-    _call(_lib().save_minions, jid, minions, _lib().master_id(__opts__, __salt__))
+    _call(_lib().save_minions, jid, minions, master=_MASTER_ID)
 
 
 def returner(ret):
-    _call(_lib().returner, ret, __opts__, _lib().master_id(__opts__, __salt__), ret=ret)
+    _call(_lib().returner, ret, __opts__, master=_MASTER_ID, ret=ret)
 
 
 def event_return(events):
-    _call(_lib().event_return, events, _lib().master_id(__opts__, __salt__), __opts__)
+    _call(_lib().event_return, events, master=_MASTER_ID, opts=__opts__)
 
 
 def get_load(jid):
@@ -122,7 +133,7 @@ def get_minions():
 
 
 def clean_old_jobs():
-    _call(_lib().clean_old_jobs, __opts__, _lib().resolve_config(__opts__, __salt__))
+    _call(_lib().clean_old_jobs, __opts__, config=_CONFIG)
 
 
 def update_endtime(jid, time):

@@ -147,61 +147,66 @@ def _database_url(key, value):
     return value
 
 
+def option(default, validate):
+    """A field of :class:`RelayConfig` with the function that validates its value."""
+    return dataclasses.field(default=default, metadata={"validate": validate})
+
+
 @dataclasses.dataclass(frozen=True)
 class RelayConfig:
     """Validated settings. Field docs are the configuration reference."""
 
     #: Kombu URL: ``amqp://user:pw@host:5672/vhost``, ``redis://host:6379/0``,
     #: ``rediss://`` / ``amqps://`` for TLS. Empty: the embedded broker.
-    broker_url: Optional[str] = None
+    broker_url: Optional[str] = option(None, _broker_url)
     #: SQLAlchemy URL: ``mysql+pymysql://``, ``postgresql+psycopg://``,
     #: ``sqlite:////path``. Empty: SQLite under the daemon's cachedir.
-    database_url: Optional[str] = None
+    database_url: Optional[str] = option(None, _database_url)
     #: Queue the engine publishes to and workers consume.
-    queue: str = "salt-relay"
+    queue: str = option("salt-relay", _str)
     #: Where undecodable or unstorable messages go, with the reason.
-    dead_letter_queue: str = "salt-relay.dlq"
+    dead_letter_queue: str = option("salt-relay.dlq", _str)
     #: Events per broker message.
-    batch_size: int = 500
+    batch_size: int = option(500, _positive_int)
     #: Seconds an event may wait in the engine before its batch is sent.
-    batch_max_wait: float = 0.2
+    batch_max_wait: float = option(0.2, _positive_float)
     #: Directory of the on-disk spool used while the broker is unreachable.
-    spool_dir: Optional[str] = None
+    spool_dir: Optional[str] = option(None, _optional_str)
     #: Bound of the spool; beyond it events are counted as lost and logged.
-    spool_max_bytes: int = 1 << 30
+    spool_max_bytes: int = option(1 << 30, _positive_int)
     #: Tag globs to keep; empty (the default): every tag not excluded.
-    include_tags: tuple = DEFAULT_INCLUDE_TAGS
+    include_tags: tuple = option(DEFAULT_INCLUDE_TAGS, _glob_list)
     #: Tag globs dropped as noise.
-    exclude_tags: tuple = DEFAULT_EXCLUDE_TAGS
-    exclude_functions: tuple = DEFAULT_EXCLUDE_FUNCTIONS
+    exclude_tags: tuple = option(DEFAULT_EXCLUDE_TAGS, _glob_list)
+    exclude_functions: tuple = option(DEFAULT_EXCLUDE_FUNCTIONS, _glob_list)
     #: Identical events within this many seconds are stored once.
-    dedup_window: float = 5.0
+    dedup_window: float = option(5.0, _positive_float)
     #: Age after which jobs and returns are deleted; None: Salt's keep_jobs_seconds; 0: never.
-    keep_jobs_seconds: Optional[int] = None
+    keep_jobs_seconds: Optional[int] = option(None, _optional_non_negative_int)
     #: Age after which events are deleted; None: same as jobs; 0: never.
-    keep_events_seconds: Optional[int] = None
+    keep_events_seconds: Optional[int] = option(None, _optional_non_negative_int)
     #: Rows deleted per cleanup transaction, so cleanup never holds long locks.
-    cleanup_chunk_size: int = 5000
+    cleanup_chunk_size: int = option(5000, _positive_int)
     #: Apply schema migrations on first use of an empty or older database.
-    auto_upgrade: bool = True
+    auto_upgrade: bool = option(True, _bool)
     #: TLS to the broker (ca_certs, certfile, keyfile, cert_reqs).
-    broker_ssl: Optional[dict] = None
+    broker_ssl: Optional[dict] = option(None, _ssl_options(BROKER_SSL_KEYS))
     #: Extra Kombu transport options, e.g. ``{visibility_timeout: 300}`` for Redis.
-    broker_transport_options: Optional[dict] = None
+    broker_transport_options: Optional[dict] = option(None, _mapping)
     #: TLS to the database (ca, cert, key, verify).
-    database_ssl: Optional[dict] = None
+    database_ssl: Optional[dict] = option(None, _ssl_options(DATABASE_SSL_KEYS))
     #: Messages whose events exceed this many bytes are dead-lettered.
-    max_message_bytes: int = 64 << 20
+    max_message_bytes: int = option(64 << 20, _positive_int)
     #: Prometheus exporter port for the engine and workers; None: off.
-    metrics_port: Optional[int] = None
+    metrics_port: Optional[int] = option(None, _optional_positive_int)
     #: Address the exporter binds; 0.0.0.0 to let a remote Prometheus scrape it.
-    metrics_address: str = "127.0.0.1"
+    metrics_address: str = option("127.0.0.1", _str)
     #: Broker messages a worker holds unacknowledged.
-    worker_prefetch: int = 8
+    worker_prefetch: int = option(8, _positive_int)
     #: Tries a worker gives a message the database refuses before dead-lettering it.
-    worker_max_attempts: int = 5
+    worker_max_attempts: int = option(5, _positive_int)
     #: Master id stored with jobs/returns/events; None: the daemon's id.
-    master_id: Optional[str] = None
+    master_id: Optional[str] = option(None, _optional_str)
 
     def describe(self):
         """A printable dict, with passwords masked."""
@@ -215,35 +220,9 @@ class RelayConfig:
         return f"RelayConfig({', '.join(f'{key}={value!r}' for key, value in self.describe().items())})"
 
 
-_VALIDATORS = {
-    "broker_url": _broker_url,
-    "database_url": _database_url,
-    "queue": _str,
-    "dead_letter_queue": _str,
-    "batch_size": _positive_int,
-    "batch_max_wait": _positive_float,
-    "spool_dir": _optional_str,
-    "spool_max_bytes": _positive_int,
-    "include_tags": _glob_list,
-    "exclude_tags": _glob_list,
-    "exclude_functions": _glob_list,
-    "dedup_window": _positive_float,
-    "keep_jobs_seconds": _optional_non_negative_int,
-    "keep_events_seconds": _optional_non_negative_int,
-    "cleanup_chunk_size": _positive_int,
-    "auto_upgrade": _bool,
-    "broker_ssl": _ssl_options(BROKER_SSL_KEYS),
-    "broker_transport_options": _mapping,
-    "database_ssl": _ssl_options(DATABASE_SSL_KEYS),
-    "max_message_bytes": _positive_int,
-    "metrics_port": _optional_positive_int,
-    "metrics_address": _str,
-    "worker_prefetch": _positive_int,
-    "worker_max_attempts": _positive_int,
-    "master_id": _optional_str,
-}
+# Every option, validated by the function attached to its field.
+_VALIDATORS = {field.name: field.metadata["validate"] for field in dataclasses.fields(RelayConfig)}
 KEYS = tuple(_VALIDATORS)
-assert set(KEYS) == {f.name for f in dataclasses.fields(RelayConfig)}
 
 
 def _check_block(source, block):

@@ -190,8 +190,7 @@ def update_endtime(store, jid, time):
     import salt.utils.jid  # pylint: disable=import-outside-toplevel
 
     ended = _parse_jid_time(time) or records.jid_time(salt.utils.jid.gen_jid({}))
-    with store.engine.begin() as conn:
-        queries.set_endtime(conn, jid, ended)
+    store.write(queries.set_endtime, jid, ended)
 
 
 def clean_old_jobs(store, opts, config):
@@ -236,11 +235,13 @@ def get_minions(store):
 def get_jids(store):
     import salt.utils.jid  # pylint: disable=import-outside-toplevel
 
-    with store.engine.connect() as conn:
+    def every_job(conn):
         return {
             row.jid: _with_endtime(salt.utils.jid.format_jid_instance(row.jid, row.load), row)
             for row in queries.iter_all_jobs(conn)
         }
+
+    return store.read(every_job)
 
 
 def get_jids_filter(store, count, filter_find_job=True):

@@ -85,6 +85,11 @@ class Store:
         with translate_errors(self.database_url), self.engine.connect() as conn:
             return query(conn, *args, **kwargs)
 
+    def write(self, query, *args, **kwargs):
+        """Run one of :mod:`queries`' writes in its own transaction."""
+        with translate_errors(self.database_url), self.engine.begin() as conn:
+            return query(conn, *args, **kwargs)
+
     def purge(self, keep_jobs_seconds, keep_events_seconds, chunk_size=5000):
         with translate_errors(self.database_url):
             removed = retention.purge_jobs(self.engine, keep_jobs_seconds, chunk_size)
