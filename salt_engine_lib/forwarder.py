@@ -20,6 +20,7 @@ import threading
 import time
 
 from salt_engine_lib import deadletters, message, records
+from salt_engine_lib.backoff import Backoff
 from salt_engine_lib.errors import JournalFull
 from salt_engine_lib.spool import SpoolReader, SpoolWriter
 
@@ -118,11 +119,9 @@ class Forwarder(threading.Thread):
         self.wake = threading.Event()
         self.stopping = threading.Event()
         self.journaled = 0
-        self.dropped_batches = 0
         self.dropped_events = 0
         self.failures = 0
         self.unencodable = 0
-        self.backlog = False
         self.last_error = None
         self._pending_bytes = self.reader.pending_bytes()
         self._pending_checked_at = time.monotonic()
@@ -172,7 +171,6 @@ class Forwarder(threading.Thread):
         if self.pending_bytes() + len(body) > self.max_bytes:
             if keep_on_full:
                 raise JournalFull()
-            self.dropped_batches += 1
             self.dropped_events += len(events)
             log.critical(
                 "relay: spool is full (%d bytes pending, relay:spool_max_bytes=%d): %d events LOST "
@@ -188,19 +186,18 @@ class Forwarder(threading.Thread):
     # -- the forwarding thread --------------------------------------------
 
     def run(self):
-        delay = 0.5
+        retries = Backoff()
         while True:
             try:
                 moved = self.forward_once()
-                delay = 0.5
+                retries.reset()
             except Exception as err:  # pylint: disable=broad-except
                 self.failures += 1
-                self.backlog = True
                 self.last_error = f"{type(err).__name__}: {err}"
+                delay = retries.next_delay()
                 log.error("relay: forwarding failed, batches stay in the spool and are retried in %.1fs: %s", delay, self.last_error)
                 if self.stopping.wait(delay):
                     return
-                delay = min(delay * 2, 5)
                 continue
             if not moved:
                 if self.stopping.is_set():
@@ -214,7 +211,6 @@ class Forwarder(threading.Thread):
             self.sink.send(bodies)
         if positions:
             self.reader.commit(positions)
-        self.backlog = bool(bodies)
         return len(bodies)
 
     def stop(self, timeout=10.0):

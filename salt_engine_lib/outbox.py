@@ -22,6 +22,7 @@ import threading
 import time
 
 from salt_engine_lib import deadletters, paths, records
+from salt_engine_lib.backoff import Backoff
 from salt_engine_lib.errors import JournalFull, RecordError, StoreError
 from salt_engine_lib.forwarder import StoreSink
 from salt_engine_lib.spool import SpoolReader, SpoolWriter, pack, unpack
@@ -169,16 +170,16 @@ class OutboxDrainer(threading.Thread):
         self.stopping = threading.Event()
 
     def run(self):
-        delay = 0.5
+        retries = Backoff()
         while not self.stopping.is_set():
             try:
                 moved = self.drain_once()
-                delay = 0.5
+                retries.reset()
             except Exception as err:  # pylint: disable=broad-except
                 self.failures += 1
+                delay = retries.next_delay()
                 log.error("relay: moving outbox records failed, retrying in %.1fs (records are kept): %s: %s", delay, type(err).__name__, err)
                 self.stopping.wait(delay)
-                delay = min(delay * 2, 5)
                 continue
             if not moved:
                 self.stopping.wait(self.idle_seconds)

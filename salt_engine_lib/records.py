@@ -1,6 +1,6 @@
 """Salt documents -> store rows. Pure functions, no I/O.
 
-Three return shapes reach a job cache (see docs/salt-interfaces):
+Three return shapes reach a job cache (the reference notes on Salt's interfaces, section 3):
 minion returns (``cmd="_return"``), ``salt-call`` returns (may lack
 ``success``) and runner jobs (``fun="runner.*"``, result nested under
 ``return``). Multi-function jobs carry lists/dicts for fun/retcode/success.

@@ -2,7 +2,7 @@
 
 ``_returners/relay.py`` passes its dunders in; nothing here reads them
 directly. Shapes follow Salt's ``local_cache`` so every ``jobs.*`` runner and
-``ret.*`` function works unchanged (see docs/salt-interfaces.md, section 3).
+``ret.*`` function works unchanged (see the reference notes on Salt's interfaces, section 3).
 """
 
 import logging

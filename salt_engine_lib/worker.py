@@ -22,7 +22,8 @@ import socket
 import threading
 import time
 
-from salt_engine_lib import broker, message, metrics, records
+from salt_engine_lib import backoff, broker, message, metrics, records
+from salt_engine_lib.backoff import Backoff
 from salt_engine_lib.errors import DecodeError, RecordError, StoreError
 from salt_engine_lib.signals import stop_on_signals
 from salt_engine_lib.urls import mask_url
@@ -68,19 +69,19 @@ class Worker:
         stop_on_signals(self.stopping, "the worker finishes its batch and stops")
 
     def run(self):
-        delay = 0.5
+        retries = Backoff()
         while not self.stopping.is_set():
             conn = broker.connection(self.config)
             try:
                 self._consume(conn)
-                delay = 0.5
+                retries.reset()
             except broker.connection_errors(conn) as err:
                 self.counts["reconnects"] += 1
                 # Unacked messages of the lost channel are redelivered by the broker.
                 self._pending.clear()
+                delay = retries.next_delay()
                 log.error("relay worker: broker connection lost (%s: %s); reconnecting in %.1fs", type(err).__name__, err, delay)
                 self.stopping.wait(delay)
-                delay = min(delay * 2, 5)
             finally:
                 try:
                     conn.release()
@@ -176,7 +177,7 @@ class Worker:
                         self._store_events_alone(msg, batch)
                     return
                 self.counts["store_retries"] += 1
-                self.stopping.wait(min(0.2 * 2 ** attempts, 5))
+                self.stopping.wait(backoff.delay(attempts))
                 continue
             for tag, data, reason in rejected:
                 self._dead_letter_event(msg, batch, tag, data, reason)
@@ -206,7 +207,7 @@ class Worker:
 
         Raises StoreError only when the database is up and refuses this data.
         """
-        delay = 0.5
+        retries = Backoff()
         while True:
             try:
                 self.store.write_rows(rows)
@@ -215,10 +216,10 @@ class Worker:
                 if self.store.reachable():
                     raise
                 self.counts["store_retries"] += 1
+                delay = retries.next_delay()
                 log.error("relay worker: database unreachable, retrying in %.1fs (nothing acked): %s", delay, err)
                 if self.stopping.wait(delay):
                     raise StoreError(f"stopping while the database is unreachable: {err}") from err
-                delay = min(delay * 2, 5)
 
     def _acked(self, decoded):
         now = time.time()

@@ -1,0 +1,28 @@
+"""The one retry delay of salt-relay: doubling from FIRST_SECONDS up to MAX_SECONDS.
+
+Every retry loop (the forwarder, the outbox drainer, the worker's reconnects,
+its waits for the database and its retries of a refused batch) waits this
+long, so one knob explains them all.
+"""
+
+FIRST_SECONDS = 0.5
+MAX_SECONDS = 5.0
+
+
+def delay(attempt):
+    """Seconds to wait before retry number ``attempt`` (1: the first retry)."""
+    return min(FIRST_SECONDS * 2 ** max(attempt - 1, 0), MAX_SECONDS)
+
+
+class Backoff:
+    """The delays of one retry loop: :meth:`next_delay` after a failure, :meth:`reset` after a success."""
+
+    def __init__(self):
+        self.failures = 0
+
+    def next_delay(self):
+        self.failures += 1
+        return delay(self.failures)
+
+    def reset(self):
+        self.failures = 0
