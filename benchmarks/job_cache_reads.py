@@ -86,7 +86,7 @@ import salt.utils.data  # noqa: E402
 import salt.utils.json  # noqa: E402
 import sqlalchemy as sa  # noqa: E402
 
-from salt_engine_lib import records  # noqa: E402
+from salt_engine_lib import jids, records  # noqa: E402
 from salt_engine_lib.store import Store, connection, queries, schema  # noqa: E402
 
 MYSQL_URL = "mysql+pymysql://root@127.0.0.1:3306/{}"
@@ -127,7 +127,7 @@ FUNS = (  # fun, arg, return value, out
 
 
 def jid_of(index):
-    return records.time_to_jid(BASE_TIME + datetime.timedelta(microseconds=index * 2_500_003))
+    return jids.time_to_jid(BASE_TIME + datetime.timedelta(microseconds=index * 2_500_003))
 
 
 def job(index):
@@ -168,7 +168,7 @@ def chunks(count, size):
 
 def fill_relay(url, count, batch):
     store = Store(url)
-    now = records.utcnow()
+    now = jids.utcnow()
     for indices in chunks(count, batch):
         job_rows, return_rows = [], []
         for index in indices:

@@ -46,7 +46,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 import _results  # noqa: E402
 import sqlalchemy as sa  # noqa: E402
 
-from salt_engine_lib import records  # noqa: E402
+from salt_engine_lib import jids, records  # noqa: E402
 from salt_engine_lib.store import Store, connection, queries, schema  # noqa: E402
 
 DIALECTS = ("sqlite", "mysql", "postgresql")
@@ -156,12 +156,12 @@ def state_return_value(minion, job):
 def payload_rows(payload, jid_offset_seconds=0):
     """(batches, returns_total): batches of (job rows, return rows), built before timing."""
     jobs_count, fun = PAYLOADS[payload]
-    now = records.utcnow()
+    now = jids.utcnow()
     minions = [f"minion-{m:03d}.example.com" for m in range(MINIONS_PER_JOB)]
     job_rows, return_rows = {}, []
     for j in range(jobs_count):
         when = BASE_TIME + datetime.timedelta(seconds=jid_offset_seconds + j, microseconds=j)
-        jid = records.time_to_jid(when)
+        jid = jids.time_to_jid(when)
         load = {"jid": jid, "fun": fun, "arg": [], "tgt": "minion-*", "tgt_type": "glob", "user": "root"}
         job_rows[jid] = records.job_row(jid, load, minions, master_id="master1", now=now)
         for m in minions:
@@ -172,8 +172,8 @@ def payload_rows(payload, jid_offset_seconds=0):
     batches = []
     for start in range(0, len(return_rows), BATCH_SIZE):
         chunk = return_rows[start:start + BATCH_SIZE]
-        jids = dict.fromkeys(row["jid"] for row in chunk)
-        batches.append(([job_rows[jid] for jid in jids], chunk))
+        chunk_jids = dict.fromkeys(row["jid"] for row in chunk)
+        batches.append(([job_rows[jid] for jid in chunk_jids], chunk))
     return batches, len(return_rows), len(job_rows)
 
 

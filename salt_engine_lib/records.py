@@ -6,15 +6,14 @@ minion returns (``cmd="_return"``), ``salt-call`` returns (may lack
 ``return``). Multi-function jobs carry lists/dicts for fun/retcode/success.
 """
 
-import datetime
 import hashlib
 import typing
 
 from salt_engine_lib import jsonsafe
+from salt_engine_lib.jids import jid_time, parse_stamp, utcnow
 from salt_engine_lib.errors import RecordError
 from salt_engine_lib.store.schema import FUN_LENGTH, JID_LENGTH, MINION_ID_LENGTH
 
-_JID_FORMAT = "%Y%m%d%H%M%S%f"
 # Keys a return row keeps in its own columns rather than in ``document``.
 _RETURN_VALUE_KEY = "return"
 
@@ -45,38 +44,6 @@ class Rows(typing.NamedTuple):
             events += rows.events
             authoritative += rows.authoritative_returns
         return cls(jobs, returns, events, authoritative)
-
-
-def utcnow():
-    return datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)
-
-
-def jid_time(jid):
-    """Start time encoded in a Salt jid (naive UTC), or None."""
-    try:
-        return datetime.datetime.strptime(str(jid)[:20], _JID_FORMAT)
-    except ValueError:
-        return None
-
-
-def time_to_jid(when):
-    """The smallest jid of that instant, for jid range scans."""
-    return when.strftime(_JID_FORMAT)
-
-
-def parse_stamp(value):
-    """Salt's ``_stamp`` (aware or naive ISO-8601) or an epoch -> naive UTC."""
-    if value is None or value == "":
-        return None
-    try:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return datetime.datetime.fromtimestamp(value, datetime.timezone.utc).replace(tzinfo=None)
-        parsed = datetime.datetime.fromisoformat(str(value))
-    except (TypeError, ValueError, OverflowError, OSError):
-        return None
-    if parsed.tzinfo is not None:
-        parsed = parsed.astimezone(datetime.timezone.utc).replace(tzinfo=None)
-    return parsed
 
 
 def _checked_key(name, value, max_length):

@@ -11,6 +11,7 @@ import threading
 import time
 
 from salt_engine_lib import config as relay_config
+from salt_engine_lib import jids
 from salt_engine_lib import handoff, outbox, records
 from salt_engine_lib.errors import RecordError, StoreError
 from salt_engine_lib.store import Store, queries
@@ -189,7 +190,7 @@ def _store_events(store, events, master):
 def update_endtime(store, jid, time):
     import salt.utils.jid  # pylint: disable=import-outside-toplevel
 
-    ended = _parse_jid_time(time) or records.jid_time(salt.utils.jid.gen_jid({}))
+    ended = _parse_jid_time(time) or jids.jid_time(salt.utils.jid.gen_jid({}))
     store.write(queries.set_endtime, jid, ended)
 
 

@@ -6,7 +6,7 @@ primary key: ``WHERE jid < :before ORDER BY jid DESC LIMIT :n``, never OFFSET.
 
 import sqlalchemy as sa
 
-from salt_engine_lib import records  # module import: records imports store.schema (cycle)
+from salt_engine_lib import jids
 from salt_engine_lib.store.schema import jobs, returns
 
 # Keys of the return document that job-cache readers expect beside "return"
@@ -46,9 +46,9 @@ def _job_page_query(limit, before=None, start=None, end=None, exclude_funs=()):
     if before is not None:
         query = query.where(jobs.c.jid < str(before))
     if start is not None:
-        query = query.where(jobs.c.jid >= records.time_to_jid(start))
+        query = query.where(jobs.c.jid >= jids.time_to_jid(start))
     if end is not None:
-        query = query.where(jobs.c.jid < records.time_to_jid(end))
+        query = query.where(jobs.c.jid < jids.time_to_jid(end))
     if exclude_funs:
         # fun is NULL for loads without one; NOT IN would drop those rows.
         query = query.where(sa.or_(jobs.c.fun.is_(None), jobs.c.fun.not_in(list(exclude_funs))))

@@ -8,7 +8,7 @@ import datetime
 
 import sqlalchemy as sa
 
-from salt_engine_lib import records  # module import: records imports store.schema (cycle)
+from salt_engine_lib import jids
 from salt_engine_lib.store.schema import events, jobs, returns
 
 
@@ -29,7 +29,7 @@ def purge_jobs(engine, keep_seconds, chunk_size=5000, now=None):
     """Delete returns and jobs whose jid is older than ``keep_seconds``."""
     if not keep_seconds:
         return {"jobs": 0, "returns": 0}
-    cutoff = records.time_to_jid((now or records.utcnow()) - datetime.timedelta(seconds=keep_seconds))
+    cutoff = jids.time_to_jid((now or jids.utcnow()) - datetime.timedelta(seconds=keep_seconds))
     removed_returns = _delete_in_chunks(
         engine,
         sa.select(returns.c.jid, returns.c.minion_id).where(returns.c.jid < cutoff).order_by(returns.c.jid),
@@ -50,7 +50,7 @@ def purge_jobs(engine, keep_seconds, chunk_size=5000, now=None):
 def purge_events(engine, keep_seconds, chunk_size=5000, now=None):
     if not keep_seconds:
         return 0
-    cutoff = (now or records.utcnow()) - datetime.timedelta(seconds=keep_seconds)
+    cutoff = (now or jids.utcnow()) - datetime.timedelta(seconds=keep_seconds)
     return _delete_in_chunks(
         engine,
         sa.select(events.c.id).where(events.c.stamp < cutoff).order_by(events.c.stamp),

@@ -10,7 +10,7 @@ import datetime
 import pytest
 import sqlalchemy as sa
 
-from salt_engine_lib import records
+from salt_engine_lib import jids, records
 from salt_engine_lib.store import queries, retention
 from salt_engine_lib.store.schema import events, jobs, returns
 
@@ -19,7 +19,7 @@ T_STORED = datetime.datetime(2026, 1, 2, 3, 5, 0)
 
 
 def jid_at(seconds, base=BASE):
-    return records.time_to_jid(base + datetime.timedelta(seconds=seconds))
+    return jids.time_to_jid(base + datetime.timedelta(seconds=seconds))
 
 
 def publish_load(jid, fun="test.ping", user="root", **extra):
@@ -446,7 +446,7 @@ def test_two_mib_return_round_trips(store):
 
 
 def test_purge_deletes_exactly_the_old_rows(store):
-    now = records.utcnow()
+    now = jids.utcnow()
     old_base, new_base = now - datetime.timedelta(days=2), now - datetime.timedelta(minutes=1)
     old_jids = [jid_at(i, old_base) for i in range(21)]  # 21 jobs, 63 returns: multiples of the chunk
     new_jids = [jid_at(i, new_base) for i in range(4)]

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from salt_engine_lib import records
+from salt_engine_lib import jids, records
 from salt_engine_lib.errors import RecordError
 
 JID = "20260102030405123456"
@@ -25,17 +25,17 @@ def test_importable_on_its_own():
 
 def test_jid_time_round_trip():
     when = datetime.datetime(2026, 1, 2, 3, 4, 5, 123456)
-    assert records.time_to_jid(when) == JID
-    assert records.jid_time(JID) == when
-    assert records.jid_time(int(JID)) == when
-    assert records.jid_time(JID + "_1") == when  # suffixed jids (multi-master)
-    assert records.time_to_jid(datetime.datetime(2026, 1, 2)) == "20260102000000000000"
-    assert records.time_to_jid(when) < records.time_to_jid(when + datetime.timedelta(microseconds=1))
+    assert jids.time_to_jid(when) == JID
+    assert jids.jid_time(JID) == when
+    assert jids.jid_time(int(JID)) == when
+    assert jids.jid_time(JID + "_1") == when  # suffixed jids (multi-master)
+    assert jids.time_to_jid(datetime.datetime(2026, 1, 2)) == "20260102000000000000"
+    assert jids.time_to_jid(when) < jids.time_to_jid(when + datetime.timedelta(microseconds=1))
 
 
 @pytest.mark.parametrize("jid", ["req", "", "2026", "abcdefghijklmnopqrst", None])
 def test_jid_time_of_non_time_jids(jid):
-    assert records.jid_time(jid) is None
+    assert jids.jid_time(jid) is None
 
 
 @pytest.mark.parametrize(
@@ -54,7 +54,7 @@ def test_jid_time_of_non_time_jids(jid):
     ],
 )
 def test_parse_stamp(value, expected):
-    assert records.parse_stamp(value) == expected
+    assert jids.parse_stamp(value) == expected
 
 
 # --- jobs -----------------------------------------------------------------------------------

@@ -1,0 +1,40 @@
+"""Salt jids and timestamps <-> naive UTC datetimes (what the store keeps).
+
+Its own module, under both :mod:`records` and :mod:`store`, which both need it.
+"""
+
+import datetime
+
+_JID_FORMAT = "%Y%m%d%H%M%S%f"
+
+
+def utcnow():
+    return datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)
+
+
+def jid_time(jid):
+    """Start time encoded in a Salt jid (naive UTC), or None."""
+    try:
+        return datetime.datetime.strptime(str(jid)[:20], _JID_FORMAT)
+    except ValueError:
+        return None
+
+
+def time_to_jid(when):
+    """The smallest jid of that instant, for jid range scans."""
+    return when.strftime(_JID_FORMAT)
+
+
+def parse_stamp(value):
+    """Salt's ``_stamp`` (aware or naive ISO-8601) or an epoch -> naive UTC."""
+    if value is None or value == "":
+        return None
+    try:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return datetime.datetime.fromtimestamp(value, datetime.timezone.utc).replace(tzinfo=None)
+        parsed = datetime.datetime.fromisoformat(str(value))
+    except (TypeError, ValueError, OverflowError, OSError):
+        return None
+    if parsed.tzinfo is not None:
+        parsed = parsed.astimezone(datetime.timezone.utc).replace(tzinfo=None)
+    return parsed
