@@ -23,7 +23,7 @@ from salt_engine_lib.bus import BusReader
 from salt_engine_lib.errors import CaptureStopped, ConfigError, JournalFull
 from salt_engine_lib.filters import EventFilter
 from salt_engine_lib.deadletters import DeadLetterFile
-from salt_engine_lib.outbox import OutboxDrainer
+from salt_engine_lib.outbox_drainer import OutboxDrainer
 from salt_engine_lib.signals import stop_on_signals
 from salt_engine_lib.store import Store
 

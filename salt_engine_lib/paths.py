@@ -6,6 +6,7 @@ file the engine rewrites every :data:`HEARTBEAT_SECONDS`, which the returner
 engine silent?) read against :data:`HEARTBEAT_STALE_SECONDS`.
 """
 
+import hashlib
 import pathlib
 
 #: Salt's default ``cachedir`` for a master.
@@ -41,8 +42,10 @@ def outbox(opts):
     return relay_dir(opts) / "outbox"
 
 
-def pending_loads(opts):
-    return relay_dir(opts) / "pending-loads"
+def pending_load(opts, jid):
+    """Where a publish load the database refused is kept until it is stored (``get_load`` reads it)."""
+    name = hashlib.sha256(str(jid).encode("utf-8", "surrogatepass")).hexdigest()
+    return relay_dir(opts) / "pending-loads" / f"{name}.mp"
 
 
 def dead_letters(opts):

@@ -39,7 +39,8 @@ def resolve_config(opts, salt_functions=None, ret=None):
     # The entry holds opts itself, so its id cannot be reused by another object.
     if cached is not None and cached[0] is opts and time.monotonic() - cached[1] < CONFIG_CACHE_SECONDS:
         return cached[2]
-    config = _resolve_config(opts, salt_functions, ret)
+    # A return that is not a mapping has no ret_config (returner() refuses it, with the reason).
+    config = _resolve_config(opts, salt_functions, ret if isinstance(ret, dict) else None)
     _config_cache[key] = (opts, time.monotonic(), config)
     return config
 

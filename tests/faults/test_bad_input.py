@@ -35,7 +35,7 @@ from salt_engine_lib import config, engine, forwarder, jsonsafe, message
 from salt_engine_lib import returner as relay_returner
 from salt_engine_lib.errors import ConfigError, RecordError, StoreError
 from salt_engine_lib.deadletters import DeadLetterFile
-from salt_engine_lib.outbox import OutboxDrainer
+from salt_engine_lib.outbox_drainer import OutboxDrainer
 from salt_engine_lib.spool import SpoolReader
 from salt_engine_lib.store import Store, connection, queries
 from salt_engine_lib.worker import REASON_HEADER

@@ -65,7 +65,7 @@ def test_write_behind_when_the_engine_is_alive(returners):
     assert loaded["relay.get_jid"](JID) == {}
     assert loaded["relay.get_load"]("20261125120000000002") == {}
     from salt_engine_lib.forwarder import Forwarder, StoreSink
-    from salt_engine_lib.outbox import OutboxDrainer
+    from salt_engine_lib.outbox_drainer import OutboxDrainer
     from salt_engine_lib.store import Store
 
     store = Store(opts["relay"]["database_url"])
