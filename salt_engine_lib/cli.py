@@ -117,13 +117,13 @@ def _print_version(ctx, _param, value):
         return
     import importlib.metadata  # pylint: disable=import-outside-toplevel
 
-    import salt.version  # pylint: disable=import-outside-toplevel
+    from salt_engine_lib import saltcompat  # pylint: disable=import-outside-toplevel
 
     try:
         ours = importlib.metadata.version("salt-relay")
     except importlib.metadata.PackageNotFoundError:
         ours = "unknown (not installed)"
-    click.echo(f"salt-relay {ours} (Salt {salt.version.__version__}, Python {sys.version.split()[0]})")
+    click.echo(f"salt-relay {ours} (Salt {saltcompat.salt_version()}, Python {sys.version.split()[0]})")
     ctx.exit()
 
 
