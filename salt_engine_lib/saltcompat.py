@@ -351,6 +351,8 @@ def fix_publish_client_poll():
     cache's returner is loaded in that process). Returns True if this Salt
     needed it (and it is in place), False if it does not. Idempotent.
     """
+    if not asyncio_transport():
+        return False  # 3006: the CLI polls IPCMessageSubscriber; importing tcp would only cost time (0.19 s)
     try:
         import salt.transport.tcp as tcp  # pylint: disable=import-outside-toplevel
     except ImportError:
