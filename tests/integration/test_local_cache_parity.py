@@ -186,7 +186,10 @@ def returned_by_minion(relay_cluster, relay_answers, profile_store):
     minion = relay_cluster.m2
     result = relay_cluster.salt("test.echo", RETURNED, "--return", "relay", "--return_config", PROFILE, minion_tgt=minion)
     assert result.returncode == 0 and result.data == RETURNED, result
-    rows = wait_for(lambda: profile_store.read(queries.returns_of_minion, minion), timeout=30)
+    # A 3007 minion (multiprocessing: False) sometimes misses the master's reply to its
+    # return and runs its returners only after _return_pub's 60 s timeout ("The minion
+    # failed to return the job information"), though the master got the return at once.
+    rows = wait_for(lambda: profile_store.read(queries.returns_of_minion, minion), timeout=90)
     assert len(rows) == 1, f"the minion's --return did not reach its pillar-configured database: {rows}"
     jid = rows[0].jid
     # the job cache's copy (write-behind) is there too before ret.get_jid reads it
