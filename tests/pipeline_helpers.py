@@ -1,5 +1,10 @@
-"""Helpers for the broker pipeline tests: configs, worker threads, queue reads."""
+"""Helpers for the broker pipeline tests: configs, worker threads and processes, queue reads."""
 
+import contextlib
+import pathlib
+import signal
+import subprocess
+import sys
 import threading
 import urllib.parse
 
@@ -87,3 +92,16 @@ def proxied(url):
     parts = urllib.parse.urlsplit(url)
     proxy = TcpProxy(parts.hostname, parts.port)
     return proxy, url.replace(f"{parts.hostname}:{parts.port}", f"127.0.0.1:{proxy.port}", 1)
+
+
+SALT_RELAY = str(pathlib.Path(sys.executable).parent / "salt-relay")
+
+
+@contextlib.contextmanager
+def worker_process(args, log_path):
+    """``salt-relay <args>`` (a worker) logging to ``log_path``; SIGTERM at the end must exit 0."""
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen([SALT_RELAY, *args], stdout=log, stderr=subprocess.STDOUT)
+    yield proc
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 0, pathlib.Path(log_path).read_text()[-3000:]

@@ -8,7 +8,6 @@ its job cache on the same database, as a production master would.
 import json
 import os
 import pathlib
-import signal
 import subprocess
 import sys
 import uuid
@@ -21,6 +20,7 @@ from salt_engine_lib import paths
 from salt_engine_lib.store import Store, queries
 from salt_engine_lib.store.schema import events, returns
 from tests.conftest import check_broker, delete_queues, server_database
+from tests.pipeline_helpers import worker_process
 from tests.waiting import wait_for
 
 pytestmark = pytest.mark.integration
@@ -59,14 +59,8 @@ def pipeline_master(salt_factories, setup):
 @pytest.fixture(scope="module")
 def worker(pipeline_master, tmp_path_factory):
     log_path = tmp_path_factory.mktemp("worker") / "worker.log"
-    with open(log_path, "ab") as log:
-        proc = subprocess.Popen(
-            [SALT_RELAY, "-c", pipeline_master.config_dir, "-l", "info", "worker"],
-            stdout=log, stderr=subprocess.STDOUT,
-        )
-    yield proc, log_path
-    proc.send_signal(signal.SIGTERM)
-    assert proc.wait(timeout=60) == 0, log_path.read_text()[-3000:]
+    with worker_process(["-c", pipeline_master.config_dir, "-l", "info", "worker"], log_path) as proc:
+        yield proc, log_path
 
 
 @pytest.fixture(scope="module")

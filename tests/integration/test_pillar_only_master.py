@@ -7,9 +7,6 @@ pillar's database and no SQLite default store appears.
 """
 
 import pathlib
-import signal
-import subprocess
-import sys
 import uuid
 
 import pytest
@@ -17,11 +14,11 @@ import pytest
 from salt_engine_lib import paths
 from salt_engine_lib.store import Store, queries
 from tests.conftest import check_broker, delete_queues, server_database
+from tests.pipeline_helpers import worker_process
 from tests.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 
-SALT_RELAY = str(pathlib.Path(sys.executable).parent / "salt-relay")
 
 
 @pytest.fixture(scope="module")
@@ -52,14 +49,8 @@ def worker(master, setup, tmp_path_factory):
     log_path = tmp_path_factory.mktemp("po-worker") / "worker.log"
     args = ["--broker-url", setup["broker_url"], "--database-url", setup["database_url"], "-l", "info"]
     env_config = tmp_path_factory.mktemp("po-worker-config")  # the worker host's own (empty) Salt config dir
-    with open(log_path, "ab") as log:
-        proc = subprocess.Popen(
-            [SALT_RELAY, "worker", "-c", str(env_config), "--queue", setup["queue"], *args],
-            stdout=log, stderr=subprocess.STDOUT,
-        )
-    yield proc
-    proc.send_signal(signal.SIGTERM)
-    assert proc.wait(timeout=60) == 0, log_path.read_text()[-3000:]
+    with worker_process(["worker", "-c", str(env_config), "--queue", setup["queue"], *args], log_path) as proc:
+        yield proc
 
 
 @pytest.fixture(scope="module")
