@@ -26,9 +26,12 @@ RESULTS = pathlib.Path(__file__).resolve().parent / "results"
 def add_json_argument(parser, name):
     """``--json PATH``; the default is ``benchmarks/results/<name>.json`` (none for --quick)."""
     parser.add_argument(
-        "--json", metavar="PATH", default=None,
+        "--json",
+        metavar="PATH",
+        default=None,
         help=f"write the results as JSON here (default: benchmarks/results/{name}.json; "
-             "a --quick run writes none unless given; '-' for none)")
+        "a --quick run writes none unless given; '-' for none)",
+    )
 
 
 def json_path(args, name, quick=False):
@@ -80,10 +83,14 @@ def source():
     root = RESULTS.parent.parent
     found = {}
     try:
-        found["commit"] = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
-                                         check=True).stdout.strip()
-        status = subprocess.run(["git", "status", "--porcelain", "--", "salt_engine_lib", "pyproject.toml"], cwd=root,
-                                capture_output=True, text=True, check=True).stdout
+        found["commit"] = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True).stdout.strip()
+        status = subprocess.run(
+            ["git", "status", "--porcelain", "--", "salt_engine_lib", "pyproject.toml"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
         found["uncommitted_library_changes"] = sorted(line[3:] for line in status.splitlines())
     except (OSError, subprocess.CalledProcessError):
         pass
@@ -123,6 +130,9 @@ class Recorder:
         path = pathlib.Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(document, indent=1, default=str) + "\n")
-        print(f"wrote {path} (load average {document['loadavg_start']} at start, {document['loadavg_end']} at end)",
-              file=sys.stderr, flush=True)
+        print(
+            f"wrote {path} (load average {document['loadavg_start']} at start, {document['loadavg_end']} at end)",
+            file=sys.stderr,
+            flush=True,
+        )
         return document

@@ -99,10 +99,18 @@ def state_return(kb=20, states=20):
 
 def make_load(payload, jid, mid, state_ret=None):
     if payload == "ping":
-        return {"cmd": "_return", "id": mid, "jid": jid, "fun": "test.ping", "fun_args": [],
-                "return": True, "retcode": 0, "success": True}
-    return {"cmd": "_return", "id": mid, "jid": jid, "fun": "state.apply", "fun_args": [],
-            "return": state_ret, "retcode": 0, "success": True, "out": "highstate"}
+        return {"cmd": "_return", "id": mid, "jid": jid, "fun": "test.ping", "fun_args": [], "return": True, "retcode": 0, "success": True}
+    return {
+        "cmd": "_return",
+        "id": mid,
+        "jid": jid,
+        "fun": "state.apply",
+        "fun_args": [],
+        "return": state_ret,
+        "retcode": 0,
+        "success": True,
+        "out": "highstate",
+    }
 
 
 def _cpu_seconds():
@@ -134,13 +142,24 @@ async def _sender(conn, spec):
     for mid in spec["ids"]:
         pki = minion_pki(spec["pki_base"], spec["key_dir"], mid)
         opts = salt.config.minion_config(None)
-        opts.update({
-            "id": mid, "pki_dir": str(pki), "master": "127.0.0.1", "master_ip": "127.0.0.1",
-            "master_port": spec["ret_port"], "master_uri": master_uri,
-            "cachedir": str(pathlib.Path(spec["cachedir"], mid)), "sock_dir": str(pathlib.Path(spec["cachedir"], mid, "sock")),
-            "acceptance_wait_time": 1, "acceptance_wait_time_max": 2, "auth_tries": 30, "auth_timeout": 60,
-            "request_channel_tries": 1, "request_channel_timeout": spec["timeout"],
-        })
+        opts.update(
+            {
+                "id": mid,
+                "pki_dir": str(pki),
+                "master": "127.0.0.1",
+                "master_ip": "127.0.0.1",
+                "master_port": spec["ret_port"],
+                "master_uri": master_uri,
+                "cachedir": str(pathlib.Path(spec["cachedir"], mid)),
+                "sock_dir": str(pathlib.Path(spec["cachedir"], mid, "sock")),
+                "acceptance_wait_time": 1,
+                "acceptance_wait_time_max": 2,
+                "auth_tries": 30,
+                "auth_timeout": 60,
+                "request_channel_tries": 1,
+                "request_channel_timeout": spec["timeout"],
+            }
+        )
         # Extra channels of one id share its AsyncAuth (a singleton per id and loop): one sign-in.
         channels[mid] = [saltcompat.async_request_channel(opts) for _ in range(spec.get("channels_per_minion", 1))]
     started = time.monotonic()
@@ -155,8 +174,15 @@ async def _sender(conn, spec):
                 auth_errors[mid] = f"{type(err).__name__}: {err}"
 
     await asyncio.gather(*(sign_in(mid, per_minion[0]) for mid, per_minion in channels.items()))
-    conn.send({"ready": True, "pid": os.getpid(), "setup_seconds": started - setup_started,
-               "auth_seconds": time.monotonic() - started, "auth_errors": auth_errors})
+    conn.send(
+        {
+            "ready": True,
+            "pid": os.getpid(),
+            "setup_seconds": started - setup_started,
+            "auth_seconds": time.monotonic() - started,
+            "auth_errors": auth_errors,
+        }
+    )
     state_ret = state_return(spec["state_kb"])
 
     while True:
@@ -190,9 +216,20 @@ async def _phase(cmd, channels, state_ret):
                 continue
             acks.append((j_index, m_index, time.time()))
 
-    await asyncio.gather(*(one_channel(i, mid, channel, c, len(per_minion))
-                           for i, (mid, per_minion) in enumerate(channels.items())
-                           for c, channel in enumerate(per_minion)))
-    return {"acked": len(acks), "failed": sum(errors.values()), "errors": errors, "first": first,
-            "last_ack": max((a[2] for a in acks), default=first), "acks": acks, "cpu": _cpu_seconds() - cpu0,
-            "wall": time.time() - first}
+    await asyncio.gather(
+        *(
+            one_channel(i, mid, channel, c, len(per_minion))
+            for i, (mid, per_minion) in enumerate(channels.items())
+            for c, channel in enumerate(per_minion)
+        )
+    )
+    return {
+        "acked": len(acks),
+        "failed": sum(errors.values()),
+        "errors": errors,
+        "first": first,
+        "last_ack": max((a[2] for a in acks), default=first),
+        "acks": acks,
+        "cpu": _cpu_seconds() - cpu0,
+        "wall": time.time() - first,
+    }

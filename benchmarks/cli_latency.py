@@ -59,9 +59,12 @@ def clusters(salt_factories, tmp_path_factory):
     prefixes = {"relay": "bcr", "local_cache": "bcl"}
     started = {}
     masters = {kind: salt_factories.salt_master_daemon(f"{prefixes[kind]}-master", overrides=config) for kind, config in configs.items()}
-    with masters["relay"].started(start_timeout=120), masters["local_cache"].started(start_timeout=120), \
-            ph.started_minions(masters["relay"], prefixes["relay"]) as relay_minions, \
-            ph.started_minions(masters["local_cache"], prefixes["local_cache"]) as local_minions:
+    with (
+        masters["relay"].started(start_timeout=120),
+        masters["local_cache"].started(start_timeout=120),
+        ph.started_minions(masters["relay"], prefixes["relay"]) as relay_minions,
+        ph.started_minions(masters["local_cache"], prefixes["local_cache"]) as local_minions,
+    ):
         started["relay"] = ph.Cluster("relay", prefixes["relay"], masters["relay"], relay_minions)
         started["local_cache"] = ph.Cluster("local_cache", prefixes["local_cache"], masters["local_cache"], local_minions)
         yield started
@@ -95,9 +98,11 @@ def test_cli_latency_relay_against_local_cache(clusters):
         "ratio_relay_over_local_cache": round(ratio, 3),
         "ratio_per_round": [round(r["ratio"], 3) for r in rounds],
     }
-    print(f"\nSalt {summary['salt']}: salt -L <2 minions> test.ping, medians of {CALLS} calls x {ROUNDS} rounds: "
-          f"relay {summary['median_s']['relay']:.3f} s, local_cache {summary['median_s']['local_cache']:.3f} s, "
-          f"ratio {summary['ratio_relay_over_local_cache']:.3f} (per round {summary['ratio_per_round']})")
+    print(
+        f"\nSalt {summary['salt']}: salt -L <2 minions> test.ping, medians of {CALLS} calls x {ROUNDS} rounds: "
+        f"relay {summary['median_s']['relay']:.3f} s, local_cache {summary['median_s']['local_cache']:.3f} s, "
+        f"ratio {summary['ratio_relay_over_local_cache']:.3f} (per round {summary['ratio_per_round']})"
+    )
     target = os.environ.get("RELAY_BENCH_JSON") or str(_results.RESULTS / f"cli_latency-{summary['salt']}.json")
     args = types.SimpleNamespace(calls=CALLS, rounds=ROUNDS, cli_timeout=CLI_TIMEOUT)
     recorder.write(None if target == "-" else target, args, summary=summary, rounds=rounds)

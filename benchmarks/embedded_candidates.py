@@ -562,18 +562,21 @@ def main():
             "died (smallest); left: bytes still in the spool/broker files after the drain (largest)"
         )
     print(f"\n{time.monotonic() - began:.0f} s")
-    medians = {key: {field: med(key, field) for field in ("rate", "produce_s", "cost_median", "cost_p99", "peak", "left")}
-               for key in keys}
+    medians = {key: {field: med(key, field) for field in ("rate", "produce_s", "cost_median", "cost_p99", "peak", "left")} for key in keys}
     for key in keys:
         medians[key]["label"] = LABELS[key]
         medians[key]["lost_sum"] = sum(r["lost"] for r in results[key])
         medians[key]["rate_vs_d"] = medians[key]["rate"] / floor if floor else None
-    recorder.write(_results.json_path(options, "embedded_candidates", options.quick), options,
-                   versions=_results.versions("kombu", "SQLAlchemy", "msgpack"), sqlite=sqlite3.sqlite_version,
-                   units={"rate": "events/s", "cost_median": "us per batch", "cost_p99": "us per batch",
-                          "peak": "bytes", "left": "bytes"},
-                   medians=medians, runs=results,
-                   durability=[{"candidate": key, "killed": mode, "runs": runs} for (key, mode), runs in durability.items()])
+    recorder.write(
+        _results.json_path(options, "embedded_candidates", options.quick),
+        options,
+        versions=_results.versions("kombu", "SQLAlchemy", "msgpack"),
+        sqlite=sqlite3.sqlite_version,
+        units={"rate": "events/s", "cost_median": "us per batch", "cost_p99": "us per batch", "peak": "bytes", "left": "bytes"},
+        medians=medians,
+        runs=results,
+        durability=[{"candidate": key, "killed": mode, "runs": runs} for (key, mode), runs in durability.items()],
+    )
 
 
 if __name__ == "__main__":

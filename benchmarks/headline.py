@@ -275,6 +275,7 @@ TIMELINE_BUCKET_S = 0.5
 def timeline(t0, ack_times, stored_times):
     """Per 0.5 s since the phase started: returns acknowledged, rows stored, and the lag
     (stored - acknowledged) of the returns acknowledged in that bucket, for ``benchmarks/plot.py``."""
+
     def bucket(when):
         return max(0, int((when - t0) // TIMELINE_BUCKET_S))
 
@@ -389,12 +390,16 @@ class Bench:
         log(f"{self.name}: starting salt-master in {self.root}")
         self.master = subprocess.Popen(
             [str(BIN / "salt-master"), "-c", str(self.conf_dir), "-l", "warning"],
-            stdout=open(self.root / "logs" / "master.out", "wb"), stderr=subprocess.STDOUT, start_new_session=True,
+            stdout=open(self.root / "logs" / "master.out", "wb"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         if self.spec.get("broker"):
             self.worker = subprocess.Popen(
                 [str(BIN / "salt-relay"), "-c", str(self.conf_dir), "-l", "warning", "worker"],
-                stdout=open(self.root / "logs" / "worker.log", "wb"), stderr=subprocess.STDOUT, start_new_session=True,
+                stdout=open(self.root / "logs" / "worker.log", "wb"),
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
         # ping2x (the bottleneck check) needs twice the senders; the others only --senders.
         # Spawned now: their imports overlap the master's start; they sign in once it answers.
@@ -402,7 +407,9 @@ class Bench:
         self._wait_master()
         self.minion = subprocess.Popen(
             [str(BIN / "salt-minion"), "-c", str(self.root / "mconf"), "-l", "warning"],
-            stdout=open(self.root / "logs" / "minion.out", "wb"), stderr=subprocess.STDOUT, start_new_session=True,
+            stdout=open(self.root / "logs" / "minion.out", "wb"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         if cache == "relay":
             self._wait_engine()
@@ -494,10 +501,17 @@ class Bench:
         ctx = multiprocessing.get_context("spawn")
         for index in range(count):
             parent, child = ctx.Pipe()
-            spec = {"index": index, "ids": self.ids, "key_dir": str(self.key_dir),
-                    "pki_base": str(self.root / "mpki" / f"s{index}"), "cachedir": str(self.root / "mcache" / f"s{index}"),
-                    "ret_port": self.ret_port, "state_kb": self.args.state_kb, "timeout": self.args.request_timeout,
-                    "channels_per_minion": self.args.channels}
+            spec = {
+                "index": index,
+                "ids": self.ids,
+                "key_dir": str(self.key_dir),
+                "pki_base": str(self.root / "mpki" / f"s{index}"),
+                "cachedir": str(self.root / "mcache" / f"s{index}"),
+                "ret_port": self.ret_port,
+                "state_kb": self.args.state_kb,
+                "timeout": self.args.request_timeout,
+                "channels_per_minion": self.args.channels,
+            }
             proc = ctx.Process(target=driver.sender_main, args=(child, spec), daemon=True)
             proc.start()
             self.senders.append((proc, parent))
@@ -514,8 +528,10 @@ class Bench:
             if reply["auth_errors"]:
                 raise RuntimeError(f"sender {proc.pid}: sign-in failed: {list(reply['auth_errors'].items())[:3]}")
             timings.append(f"{reply['setup_seconds']:.1f}+{reply['auth_seconds']:.1f}")
-        log(f"{self.name}: {count} senders x {len(self.ids)} minions signed in ({time.monotonic() - started:.1f} s; "
-            f"per sender channel setup + sign-in s: {', '.join(timings)})")
+        log(
+            f"{self.name}: {count} senders x {len(self.ids)} minions signed in ({time.monotonic() - started:.1f} s; "
+            f"per sender channel setup + sign-in s: {', '.join(timings)})"
+        )
 
     # -- publishing, counting -------------------------------------------------------------------
 
@@ -524,8 +540,17 @@ class Bench:
         prep, save = self.mminion.returners[f"{cache}.prep_jid"], self.mminion.returners[f"{cache}.save_load"]
         fun = "test.ping" if payload == "ping" else "state.apply"
         for jid in jids:
-            load = {"cmd": "publish", "tgt": "hl-minion-*", "tgt_type": "glob", "fun": fun, "arg": [], "ret": "",
-                    "jid": jid, "user": "root", "kwargs": {"show_timeout": True, "show_jid": False, "delimiter": ":"}}
+            load = {
+                "cmd": "publish",
+                "tgt": "hl-minion-*",
+                "tgt_type": "glob",
+                "fun": fun,
+                "arg": [],
+                "ret": "",
+                "jid": jid,
+                "user": "root",
+                "kwargs": {"show_timeout": True, "show_jid": False, "delimiter": ":"},
+            }
             prep(nocache=False, passed_jid=jid)
             save(jid, load, list(self.ids))
 
@@ -547,16 +572,18 @@ class Bench:
             return pairs, None
         if cache == "mysql":
             with contextlib.closing(mysql_admin()) as conn, conn.cursor() as cursor:
-                cursor.execute(f"SELECT jid, id, COUNT(*) FROM `{self.mysql_db}`.salt_returns "
-                               "WHERE jid >= %s AND jid <= %s GROUP BY jid, id", (lo, hi))
+                cursor.execute(
+                    f"SELECT jid, id, COUNT(*) FROM `{self.mysql_db}`.salt_returns WHERE jid >= %s AND jid <= %s GROUP BY jid, id", (lo, hi)
+                )
                 return {(jid, mid): n for jid, mid, n in cursor.fetchall()}, None
         import sqlalchemy as sa  # pylint: disable=import-outside-toplevel
 
         engine = sa.create_engine(self.database_url, future=True).execution_options(isolation_level="AUTOCOMMIT")
         try:
             with engine.connect() as conn:
-                rows = conn.execute(sa.text("SELECT jid, minion_id, stored_at, document FROM returns "
-                                            "WHERE jid >= :lo AND jid <= :hi"), {"lo": lo, "hi": hi}).all()
+                rows = conn.execute(
+                    sa.text("SELECT jid, minion_id, stored_at, document FROM returns WHERE jid >= :lo AND jid <= :hi"), {"lo": lo, "hi": hi}
+                ).all()
         finally:
             engine.dispose()
         self.stamps = {}
@@ -565,8 +592,9 @@ class Bench:
             # it called the job cache (``salt.utils.job.store_job``): the acceptance time.
             with contextlib.suppress(Exception):
                 document = json.loads(row[3]) if isinstance(row[3], (str, bytes)) else row[3]
-                self.stamps[(row[0], row[1])] = datetime.datetime.fromisoformat(document["_stamp"]).replace(
-                    tzinfo=datetime.timezone.utc).timestamp()
+                self.stamps[(row[0], row[1])] = (
+                    datetime.datetime.fromisoformat(document["_stamp"]).replace(tzinfo=datetime.timezone.utc).timestamp()
+                )
         return {(r[0], r[1]): 1 for r in rows}, {(r[0], r[1]): _epoch(r[2]) for r in rows}
 
     def settle(self, jids, acked):
@@ -638,9 +666,18 @@ class Bench:
             for key, count in reply["errors"].items():
                 errors[key] = errors.get(key, 0) + count
         result = {
-            "phase": label, "payload": payload, "senders": senders, "in_flight": senders * n * self.args.channels, "jobs": jobs,
-            "sent": jobs * n, "acked": acked, "failed": failed, "send_errors": errors, "wall_s": wall,
-            "returns_per_s": acked / wall if wall > 0 else None, "settle_s": settled - last_ack,
+            "phase": label,
+            "payload": payload,
+            "senders": senders,
+            "in_flight": senders * n * self.args.channels,
+            "jobs": jobs,
+            "sent": jobs * n,
+            "acked": acked,
+            "failed": failed,
+            "send_errors": errors,
+            "wall_s": wall,
+            "returns_per_s": acked / wall if wall > 0 else None,
+            "settle_s": settled - last_ack,
             "loadavg_1m": load1,
             "sender_cpu_s": [r["cpu"] for r in replies],
             "sender_cpu_util": [r["cpu"] / r["wall"] if r["wall"] else None for r in replies],
@@ -676,28 +713,46 @@ class Bench:
         result["pings_unanswered"] = len(pings) - len(answered)
         result["ping_latency_p50_s"] = percentile(answered, 0.5)
         result["ping_latency_max_s"] = max(answered) if answered else None
-        log(f"{self.name} {label}: {acked}/{jobs * n} acked ({failed} failed) in {wall:.2f} s = "
+        log(
+            f"{self.name} {label}: {acked}/{jobs * n} acked ({failed} failed) in {wall:.2f} s = "
             f"{result['returns_per_s']:.0f}/s, master {result['master_cpu_per_1k']:.2f} CPU-s/1k, "
             f"stored {result.get('stored')} lost {result.get('lost')} doubled {result.get('doubled')}"
-            + (f", lag from ack p50 {result['lag_p50_s']:.3f} s p99 {result['lag_p99_s']:.3f} s" if result.get("lag_p50_s") is not None else "")
-            + (f", from _stamp p50 {result['lag_stamp_p50_s']:.3f} s p99 {result['lag_stamp_p99_s']:.3f} s"
-               if result.get("lag_stamp_p50_s") is not None else "")
-            + f" (load {load1:.1f})")
+            + (
+                f", lag from ack p50 {result['lag_p50_s']:.3f} s p99 {result['lag_p99_s']:.3f} s"
+                if result.get("lag_p50_s") is not None
+                else ""
+            )
+            + (
+                f", from _stamp p50 {result['lag_stamp_p50_s']:.3f} s p99 {result['lag_stamp_p99_s']:.3f} s"
+                if result.get("lag_stamp_p50_s") is not None
+                else ""
+            )
+            + f" (load {load1:.1f})"
+        )
         return result
 
     # -- end of run -----------------------------------------------------------------------------
 
     def list_jobs_filter(self):
         started = time.monotonic()
-        proc = subprocess.run([str(BIN / "salt-run"), "-c", str(self.conf_dir), "--out", "json", "jobs.list_jobs_filter", "50"],
-                              capture_output=True, text=True, timeout=600, check=False)
+        proc = subprocess.run(
+            [str(BIN / "salt-run"), "-c", str(self.conf_dir), "--out", "json", "jobs.list_jobs_filter", "50"],
+            capture_output=True,
+            text=True,
+            timeout=600,
+            check=False,
+        )
         wall = time.monotonic() - started
         try:
             listed = len(json.loads(proc.stdout))
         except ValueError:
             listed = None
-        return {"wall_s": wall, "returncode": proc.returncode, "listed": listed,
-                "stderr": proc.stderr.strip()[-500:] if proc.returncode else ""}
+        return {
+            "wall_s": wall,
+            "returncode": proc.returncode,
+            "listed": listed,
+            "stderr": proc.stderr.strip()[-500:] if proc.returncode else "",
+        }
 
     def log_problems(self):
         found = {"ERROR": 0, "CRITICAL": 0, "Traceback": 0}
@@ -766,8 +821,10 @@ def run_variant(name, args, key_dir, ids, run_index):
         if name in args.check_variants:
             out["phases"]["ping2x"] = bench.phase("ping2x", "ping", 2 * args.senders, args.returns)
         out["list_jobs_filter"] = bench.list_jobs_filter()
-        log(f"{name}: salt-run jobs.list_jobs_filter 50: {out['list_jobs_filter']['wall_s']:.2f} s, "
-            f"rc {out['list_jobs_filter']['returncode']}, {out['list_jobs_filter']['listed']} jobs")
+        log(
+            f"{name}: salt-run jobs.list_jobs_filter 50: {out['list_jobs_filter']['wall_s']:.2f} s, "
+            f"rc {out['list_jobs_filter']['returncode']}, {out['list_jobs_filter']['listed']} jobs"
+        )
     except Exception as err:  # pylint: disable=broad-except
         out["error"] = f"{type(err).__name__}: {err}"
         log(f"{name}: FAILED: {out['error']}")
@@ -803,10 +860,25 @@ def summarize(results, variants):
             rows = [r["phases"][phase] for r in runs if r["phases"].get(phase)]
             if not rows:
                 continue
-            entry[phase] = {key: median([row.get(key) for row in rows]) for key in (
-                "returns_per_s", "master_cpu_per_1k", "engine_cpu_per_1k", "worker_cpu_per_1k", "db_cpu_per_1k", "lag_p50_s", "lag_p99_s",
-                "lag_stamp_p50_s", "lag_stamp_p99_s", "ping_latency_p50_s", "ping_latency_max_s",
-                "loadavg_1m", "settle_s", "master_cores_during_send")}
+            entry[phase] = {
+                key: median([row.get(key) for row in rows])
+                for key in (
+                    "returns_per_s",
+                    "master_cpu_per_1k",
+                    "engine_cpu_per_1k",
+                    "worker_cpu_per_1k",
+                    "db_cpu_per_1k",
+                    "lag_p50_s",
+                    "lag_p99_s",
+                    "lag_stamp_p50_s",
+                    "lag_stamp_p99_s",
+                    "ping_latency_p50_s",
+                    "ping_latency_max_s",
+                    "loadavg_1m",
+                    "settle_s",
+                    "master_cores_during_send",
+                )
+            }
             for key in ("acked", "failed", "stored", "lost", "doubled", "sent", "pings", "pings_unanswered"):
                 values = [row.get(key) for row in rows]
                 entry[phase][key] = None if any(v is None for v in values) else sum(values)
@@ -815,8 +887,9 @@ def summarize(results, variants):
         entry["list_jobs_filter_s"] = median([x["wall_s"] for x in ljf])
         entry["list_jobs_filter_listed"] = [x["listed"] for x in ljf]
         entry["list_jobs_filter_rc"] = [x["returncode"] for x in ljf]
-        entry["log_errors"] = sum(r["log"]["counts"]["ERROR"] + r["log"]["counts"]["CRITICAL"]
-                                  for r in results if r["variant"] == name and r.get("log"))
+        entry["log_errors"] = sum(
+            r["log"]["counts"]["ERROR"] + r["log"]["counts"]["CRITICAL"] for r in results if r["variant"] == name and r.get("log")
+        )
         summary[name] = entry
     return summary
 
@@ -835,9 +908,11 @@ def _ratio(value, base):
 
 def table(summary):
     lines = []
-    head = ("| variant | payload | returns/s | x no-op | x saltext-mysql | master CPU-s /1k | x no-op | x saltext-mysql "
-            "| of which relay engine | worker CPU-s /1k | mariadbd CPU-s /1k | acked (of sent), sum of runs | stored | lost | doubled "
-            "| lag p50 / p99 (s) from `_stamp` | from sender ack | `test.ping` p50 / max (s), answered of sent |")
+    head = (
+        "| variant | payload | returns/s | x no-op | x saltext-mysql | master CPU-s /1k | x no-op | x saltext-mysql "
+        "| of which relay engine | worker CPU-s /1k | mariadbd CPU-s /1k | acked (of sent), sum of runs | stored | lost | doubled "
+        "| lag p50 / p99 (s) from `_stamp` | from sender ack | `test.ping` p50 / max (s), answered of sent |"
+    )
     lines.append(head)
     lines.append("|" + " --- |" * (head.count("|") - 1))
     for payload in PAYLOADS:
@@ -849,8 +924,7 @@ def table(summary):
                 lines.append(f"| {VARIANTS[name]['label']} | {payload} | failed | | | | | | | | | | | | | | | |")
                 continue
             lag = "-" if row.get("lag_p50_s") is None else f"{row['lag_p50_s']:.2f} / {row['lag_p99_s']:.2f}"
-            lag_stamp = "-" if row.get("lag_stamp_p50_s") is None else \
-                f"{row['lag_stamp_p50_s']:.2f} / {row['lag_stamp_p99_s']:.2f}"
+            lag_stamp = "-" if row.get("lag_stamp_p50_s") is None else f"{row['lag_stamp_p50_s']:.2f} / {row['lag_stamp_p99_s']:.2f}"
             stored = "n/a" if row["stored"] is None else str(row["stored"])
             lost = "n/a" if row["lost"] is None else str(row["lost"])
             doubled = "n/a" if row["doubled"] is None else str(row["doubled"])
@@ -868,10 +942,13 @@ def table(summary):
                 f"| {_fmt(row['engine_cpu_per_1k'], '.2f')} | {_fmt(row['worker_cpu_per_1k'], '.2f')} | {_fmt(row['db_cpu_per_1k'], '.2f')} "
                 f"| {row['acked']} ({row['sent']}) | {stored} | {lost} | {doubled} | {lag_stamp} | {lag} "
                 f"| {_fmt(row.get('ping_latency_p50_s'), '.2f')} / {_fmt(row.get('ping_latency_max_s'), '.2f')}, "
-                f"{_fmt(_difference(row.get('pings'), row.get('pings_unanswered')))} of {_fmt(row.get('pings'))} |")
+                f"{_fmt(_difference(row.get('pings'), row.get('pings_unanswered')))} of {_fmt(row.get('pings'))} |"
+            )
     lines.append("")
-    lines.append("| variant | ping returns/s, S senders | 2S senders (2x in flight) | ratio | master cores used, S / 2S "
-                 "| max sender CPU use | `salt-run jobs.list_jobs_filter 50` (s) | jobs listed | master log ERROR+CRITICAL |")
+    lines.append(
+        "| variant | ping returns/s, S senders | 2S senders (2x in flight) | ratio | master cores used, S / 2S "
+        "| max sender CPU use | `salt-run jobs.list_jobs_filter 50` (s) | jobs listed | master log ERROR+CRITICAL |"
+    )
     lines.append("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for name, entry in summary.items():
         one, two = entry.get("ping") or {}, entry.get("ping2x") or {}
@@ -881,7 +958,8 @@ def table(summary):
             f"| {_fmt(_ratio(two.get('returns_per_s'), one.get('returns_per_s')), '.3f')} "
             f"| {_fmt(one.get('master_cores_during_send'), '.2f')} / {_fmt(two.get('master_cores_during_send'), '.2f')} "
             f"| {_fmt(util, '.0%')} "
-            f"| {_fmt(entry.get('list_jobs_filter_s'), '.2f')} | {entry.get('list_jobs_filter_listed')} | {entry['log_errors']} |")
+            f"| {_fmt(entry.get('list_jobs_filter_s'), '.2f')} | {entry.get('list_jobs_filter_listed')} | {entry['log_errors']} |"
+        )
     return "\n".join(lines)
 
 
@@ -908,27 +986,42 @@ def targets(summary):
             for key, limit, word in (("returns_per_s", TARGET_RATE_RATIO, ">="), ("master_cpu_per_1k", TARGET_CPU_RATIO, "<=")):
                 value = _ratio(row.get(key), base.get(key))
                 met = None if value is None else (value >= limit if word == ">=" else value <= limit)
-                checks.append({"variant": name, "payload": payload, "measure": key, "ratio_to_noop": value,
-                               "target": f"{word} {limit:.2f}", "met": met,
-                               "text": "-" if value is None else _ratio_text(value, limit, word)})
+                checks.append(
+                    {
+                        "variant": name,
+                        "payload": payload,
+                        "measure": key,
+                        "ratio_to_noop": value,
+                        "target": f"{word} {limit:.2f}",
+                        "met": met,
+                        "text": "-" if value is None else _ratio_text(value, limit, word),
+                    }
+                )
     return checks
 
 
 def targets_text(checks):
-    lines = ["| variant | payload | returns/s x no-op (target >= 0.95) | met | master CPU /1k x no-op (target <= 1.10) | met |",
-             "| --- | --- | --- | --- | --- | --- |"]
+    lines = [
+        "| variant | payload | returns/s x no-op (target >= 0.95) | met | master CPU /1k x no-op (target <= 1.10) | met |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
     by_row = {}
     for check in checks:
         by_row.setdefault((check["variant"], check["payload"]), {})[check["measure"]] = check
     for (name, payload), row in by_row.items():
         rate, cpu = row.get("returns_per_s", {}), row.get("master_cpu_per_1k", {})
         verdict = {True: "yes", False: "**no**", None: "-"}
-        lines.append(f"| {VARIANTS[name]['label']} | {payload} | {rate.get('text', '-')} | {verdict[rate.get('met')]} "
-                     f"| {cpu.get('text', '-')} | {verdict[cpu.get('met')]} |")
+        lines.append(
+            f"| {VARIANTS[name]['label']} | {payload} | {rate.get('text', '-')} | {verdict[rate.get('met')]} "
+            f"| {cpu.get('text', '-')} | {verdict[cpu.get('met')]} |"
+        )
     met = [c for c in checks if c["met"]]
     lines.append("")
-    lines.append(f"Targets met (unrounded ratios): {len(met)} of {len(checks)}"
-                 + (": " + ", ".join(f"{c['variant']} {c['payload']} {c['measure']}" for c in met) if met else "") + ".")
+    lines.append(
+        f"Targets met (unrounded ratios): {len(met)} of {len(checks)}"
+        + (": " + ", ".join(f"{c['variant']} {c['payload']} {c['measure']}" for c in met) if met else "")
+        + "."
+    )
     return "\n".join(lines)
 
 
@@ -959,20 +1052,31 @@ def main(argv=None):
     parser.add_argument("--returns", type=int, default=3000, help="returns per variant and payload (default 3000)")
     parser.add_argument("--minions", type=int, default=None, help="minion ids, each with its own key (default 50; --quick: 10)")
     parser.add_argument("--senders", type=int, default=2, help="sender processes; ping2x uses twice as many (default 2)")
-    parser.add_argument("--channels", type=int, default=4,
-                        help="request channels per minion id in each sender (requests in flight = senders x minions x "
-                             "channels; default 4)")
+    parser.add_argument(
+        "--channels",
+        type=int,
+        default=4,
+        help="request channels per minion id in each sender (requests in flight = senders x minions x channels; default 4)",
+    )
     parser.add_argument("--state-kb", type=int, default=20, help="size of the state payload (default 20 KB)")
     parser.add_argument("--variants", default=",".join(VARIANTS), help=f"comma list of {', '.join(VARIANTS)}")
-    parser.add_argument("--check-variants", default=None,
-                        help="variants that also run ping2x, the bottleneck check (default: noop,relay_rabbitmq; --quick: noop)")
+    parser.add_argument(
+        "--check-variants",
+        default=None,
+        help="variants that also run ping2x, the bottleneck check (default: noop,relay_rabbitmq; --quick: noop)",
+    )
     parser.add_argument("--request-timeout", type=int, default=300, help="seconds before a send counts as failed")
     parser.add_argument("--settle", type=float, default=20.0, help="relay: seconds without new rows before counting")
     parser.add_argument("--settle-timeout", type=float, default=300.0)
     parser.add_argument("--quick", action="store_true", help="1 run, 400 returns, 10 minions, ping2x on noop only")
     _results.add_json_argument(parser, "headline")
-    parser.add_argument("--master-opt", action="append", default=[], metavar="KEY=YAML",
-                        help="extra master config for every variant, e.g. master_async_mworker=true (repeatable)")
+    parser.add_argument(
+        "--master-opt",
+        action="append",
+        default=[],
+        metavar="KEY=YAML",
+        help="extra master config for every variant, e.g. master_async_mworker=true (repeatable)",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the temp roots (logs) for inspection")
     args = parser.parse_args(argv)
     import yaml  # pylint: disable=import-outside-toplevel
@@ -1027,9 +1131,11 @@ def main(argv=None):
     summary = summarize(results, variants)
     text = table(summary)
     elapsed = time.time() - started
-    print(f"\nHeadline benchmark: {args.runs} run(s), {args.returns} returns per variant and payload, "
-          f"{args.minions} minions, {args.senders} senders ({2 * args.senders} for ping2x), {args.state_kb} KB state "
-          f"payload, medians; {elapsed / 60:.1f} min; machine {info}\n")
+    print(
+        f"\nHeadline benchmark: {args.runs} run(s), {args.returns} returns per variant and payload, "
+        f"{args.minions} minions, {args.senders} senders ({2 * args.senders} for ping2x), {args.state_kb} KB state "
+        f"payload, medians; {elapsed / 60:.1f} min; machine {info}\n"
+    )
     print(text)
     print("\nIssue #9's targets, on the unrounded ratios of the medians:\n")
     print(targets_text(targets(summary)))
@@ -1044,8 +1150,17 @@ def main(argv=None):
 def write_json(args, recorder, info, results, variants, partial):
     summary = summarize(results, variants)
     checks = targets(summary)
-    recorder.write(args.json, args, machine=info, partial=partial, summary=summary, targets=checks,
-                   table=table(summary), targets_table=targets_text(checks), runs=results)
+    recorder.write(
+        args.json,
+        args,
+        machine=info,
+        partial=partial,
+        summary=summary,
+        targets=checks,
+        table=table(summary),
+        targets_table=targets_text(checks),
+        runs=results,
+    )
 
 
 if __name__ == "__main__":

@@ -109,12 +109,26 @@ BASE_TIME = datetime.datetime(2026, 1, 1)
 FIND_JOB = "saltutil.find_job"
 STATE_VALUE = {
     "pkg_|-nginx_|-nginx_|-installed": {
-        "name": "nginx", "changes": {}, "result": True, "comment": "All specified packages are already installed",
-        "__sls__": "nginx", "__run_num__": 0, "start_time": "12:00:00.123456", "duration": 21.4, "__id__": "nginx",
+        "name": "nginx",
+        "changes": {},
+        "result": True,
+        "comment": "All specified packages are already installed",
+        "__sls__": "nginx",
+        "__run_num__": 0,
+        "start_time": "12:00:00.123456",
+        "duration": 21.4,
+        "__id__": "nginx",
     },
     "service_|-nginx_|-nginx_|-running": {
-        "name": "nginx", "changes": {}, "result": True, "comment": "The service nginx is already running",
-        "__sls__": "nginx", "__run_num__": 1, "start_time": "12:00:00.145001", "duration": 30.2, "__id__": "nginx",
+        "name": "nginx",
+        "changes": {},
+        "result": True,
+        "comment": "The service nginx is already running",
+        "__sls__": "nginx",
+        "__run_num__": 1,
+        "start_time": "12:00:00.145001",
+        "duration": 30.2,
+        "__id__": "nginx",
     },
 }
 FUNS = (  # fun, arg, return value, out
@@ -141,16 +155,28 @@ def job(index):
     else:
         fun, arg, value, out = FUNS[index % len(FUNS)]
     load = {
-        "fun": fun, "arg": arg, "tgt": minions[0] if len(minions) == 1 else minions,
-        "tgt_type": "glob" if len(minions) == 1 else "list", "ret": "", "jid": jid, "user": "root",
+        "fun": fun,
+        "arg": arg,
+        "tgt": minions[0] if len(minions) == 1 else minions,
+        "tgt_type": "glob" if len(minions) == 1 else "list",
+        "ret": "",
+        "jid": jid,
+        "user": "root",
         "kwargs": {"show_jid": False, "delimiter": ":"},
     }
     returns = []
     for minion in minions:
         failed = index % 50 == 7 and fun != FIND_JOB
         ret = {
-            "cmd": "_return", "id": minion, "jid": jid, "fun": fun, "fun_args": arg, "return": value,
-            "retcode": 1 if failed else 0, "success": not failed, "_stamp": stamp + "+00:00",
+            "cmd": "_return",
+            "id": minion,
+            "jid": jid,
+            "fun": fun,
+            "fun_args": arg,
+            "return": value,
+            "retcode": 1 if failed else 0,
+            "success": not failed,
+            "_stamp": stamp + "+00:00",
         }
         if out:
             ret["out"] = out
@@ -196,12 +222,20 @@ def fill_saltext_mysql(database, count, batch):
                     loads.append((jid, salt.utils.json.dumps(salt.utils.data.decode(load))))
                     for ret in returns:
                         cleaned = salt.utils.data.decode(ret)
-                        rets.append((ret["fun"], jid, salt.utils.json.dumps(cleaned["return"]), ret["id"],
-                                     ret.get("success", False), salt.utils.json.dumps(cleaned)))
+                        rets.append(
+                            (
+                                ret["fun"],
+                                jid,
+                                salt.utils.json.dumps(cleaned["return"]),
+                                ret["id"],
+                                ret.get("success", False),
+                                salt.utils.json.dumps(cleaned),
+                            )
+                        )
                 cursor.executemany("INSERT INTO `jids` (`jid`, `load`) VALUES (%s, %s)", loads)
                 cursor.executemany(
-                    "INSERT INTO `salt_returns` (`fun`, `jid`, `return`, `id`, `success`, `full_ret`)"
-                    " VALUES (%s, %s, %s, %s, %s, %s)", rets)
+                    "INSERT INTO `salt_returns` (`fun`, `jid`, `return`, `id`, `success`, `full_ret`) VALUES (%s, %s, %s, %s, %s, %s)", rets
+                )
                 conn.commit()
             cursor.execute("ANALYZE TABLE `jids`, `salt_returns`")
             cursor.fetchall()
@@ -341,11 +375,11 @@ def explain_relay(url, jid):
         "get_jids_filter(50)": queries._job_page_query(50, exclude_funs=(FIND_JOB,)),  # pylint: disable=protected-access
         "get_load(jid)": sa.select(schema.jobs.c.load, schema.jobs.c.minions).where(schema.jobs.c.jid == jid),
         "get_jid(jid)": sa.select(schema.returns.c.minion_id, schema.returns.c.ret, schema.returns.c.document)
-        .where(schema.returns.c.jid == jid).order_by(schema.returns.c.minion_id),
+        .where(schema.returns.c.jid == jid)
+        .order_by(schema.returns.c.minion_id),
     }
     engine = Store(url).engine
-    prefix = {"sqlite": "EXPLAIN QUERY PLAN", "postgresql": "EXPLAIN (ANALYZE, BUFFERS, TIMING OFF)"}.get(
-        engine.dialect.name, "ANALYZE")
+    prefix = {"sqlite": "EXPLAIN QUERY PLAN", "postgresql": "EXPLAIN (ANALYZE, BUFFERS, TIMING OFF)"}.get(engine.dialect.name, "ANALYZE")
     lines = []
     with engine.connect() as conn:
         for function, statement in statements.items():
@@ -354,8 +388,14 @@ def explain_relay(url, jid):
             result = conn.exec_driver_sql(f"{prefix} {sql}")
             keys = list(result.keys())
             for row in result:
-                lines.append("      " + (str(row[-1]) if engine.dialect.name != "mysql" and len(keys) <= 4 else
-                                         ", ".join(f"{k}={v}" for k, v in zip(keys, row) if v is not None)))
+                lines.append(
+                    "      "
+                    + (
+                        str(row[-1])
+                        if engine.dialect.name != "mysql" and len(keys) <= 4
+                        else ", ".join(f"{k}={v}" for k, v in zip(keys, row) if v is not None)
+                    )
+                )
     return lines
 
 
@@ -409,8 +449,10 @@ def server_settings(res):
         version, pool, flush = cursor.fetchone()
     pg_version = res.postgresql.execute("SHOW server_version").fetchone()[0]
     shared = res.postgresql.execute("SHOW shared_buffers").fetchone()[0]
-    return (f"MariaDB {version} (innodb_buffer_pool_size {int(pool) // 2**20} MiB, innodb_flush_method {flush}), "
-            f"PostgreSQL {pg_version} (shared_buffers {shared}), SQLite {sqlite3.sqlite_version}, SQLAlchemy {sa.__version__}")
+    return (
+        f"MariaDB {version} (innodb_buffer_pool_size {int(pool) // 2**20} MiB, innodb_flush_method {flush}), "
+        f"PostgreSQL {pg_version} (shared_buffers {shared}), SQLite {sqlite3.sqlite_version}, SQLAlchemy {sa.__version__}"
+    )
 
 
 def run_size(res, count, args):
@@ -464,12 +506,16 @@ def run_size(res, count, args):
     for run in range(args.runs):
         for label, (name, extra_opts, job_count) in built.items():
             cachedir = extra_opts.get("cachedir") or str(res.tmp / "cachedir" / uuid.uuid4().hex[:8])
-            per_run = in_process(measure_variant, name, {**extra_opts, "cachedir": cachedir}, job_count, args,
-                                 1000 * count + run, count <= GET_JIDS_MAX_JOBS)
+            per_run = in_process(
+                measure_variant, name, {**extra_opts, "cachedir": cachedir}, job_count, args, 1000 * count + run, count <= GET_JIDS_MAX_JOBS
+            )
             for function, value in per_run.items():
                 results.setdefault(label, {}).setdefault(function, []).append(value)
-            print(f"  run {run + 1}/{args.runs} {label}: " + ", ".join(
-                f"{f} {v[0]:.2f} ms" for f, v in per_run.items()), file=sys.stderr, flush=True)
+            print(
+                f"  run {run + 1}/{args.runs} {label}: " + ", ".join(f"{f} {v[0]:.2f} ms" for f, v in per_run.items()),
+                file=sys.stderr,
+                flush=True,
+            )
         connection.dispose_all()
     return results, sizes, fills, plans
 
@@ -477,13 +523,17 @@ def run_size(res, count, args):
 def print_table(count, results, sizes, fills, plans, args, settings):
     returns = count + count // 2  # odd jobs have two minions
     print()
-    print(f"== {count:,} jobs ({returns:,} returns), {args.runs} run(s), up to {args.samples} samples a function a run; "
-          "ms, medians over runs ==")
+    print(
+        f"== {count:,} jobs ({returns:,} returns), {args.runs} run(s), up to {args.samples} samples a function a run; "
+        "ms, medians over runs =="
+    )
     for line in fills:
         print(f"   fill: {line}")
     print(f"   {settings}")
-    header = (f"{'function':20} {'variant':24} {'jobs':>10} {'n':>4} {'median ms':>10} {'p99 ms':>10} "
-              f"{'vs local_cache':>15} {'vs saltext-mysql':>17} {'target':>8}")
+    header = (
+        f"{'function':20} {'variant':24} {'jobs':>10} {'n':>4} {'median ms':>10} {'p99 ms':>10} "
+        f"{'vs local_cache':>15} {'vs saltext-mysql':>17} {'target':>8}"
+    )
     print(header)
     print("-" * len(header))
     functions = ["get_jids_filter(50)", "get_load(jid)", "get_jid(jid)"] + (["get_jids()"] if count <= GET_JIDS_MAX_JOBS else [])
@@ -497,27 +547,32 @@ def print_table(count, results, sizes, fills, plans, args, settings):
             calls = statistics.median(r[2] for r in runs)
             capped = "*" if sizes[label] < count else " "
             vs_local = f"{median / medians['local_cache']:14.3f}x" if "local_cache" in medians else f"{'-':>15}"
-            vs_mysql = (f"{median / medians[VARIANTS['saltext-mysql']]:16.3f}x"
-                        if VARIANTS["saltext-mysql"] in medians else f"{'-':>17}")
+            vs_mysql = f"{median / medians[VARIANTS['saltext-mysql']]:16.3f}x" if VARIANTS["saltext-mysql"] in medians else f"{'-':>17}"
             target = ""
             if label.startswith("relay") and function in TARGETS_MS:
                 limit = TARGETS_MS[function]
                 target = "ok" if tail <= limit else ("ok*" if median <= limit else "MISS")
             summary.setdefault(function, {})[label] = {
-                "jobs": sizes[label], "calls_per_run": calls, "median_ms": median, "p99_ms": tail,
+                "jobs": sizes[label],
+                "calls_per_run": calls,
+                "median_ms": median,
+                "p99_ms": tail,
                 "vs_local_cache": median / medians["local_cache"] if "local_cache" in medians else None,
-                "vs_saltext_mysql": (median / medians[VARIANTS["saltext-mysql"]]
-                                     if VARIANTS["saltext-mysql"] in medians else None),
+                "vs_saltext_mysql": (median / medians[VARIANTS["saltext-mysql"]] if VARIANTS["saltext-mysql"] in medians else None),
                 "target": target or None,
                 "runs": [{"median_ms": r[0], "p99_ms": r[1], "calls": r[2]} for r in runs],
             }
-            print(f"{function:20} {label:24} {sizes[label]:>9,}{capped} {calls:>4.0f} {median:10.2f} {tail:10.2f} "
-                  f"{vs_local} {vs_mysql} {target:>8}")
+            print(
+                f"{function:20} {label:24} {sizes[label]:>9,}{capped} {calls:>4.0f} {median:10.2f} {tail:10.2f} "
+                f"{vs_local} {vs_mysql} {target:>8}"
+            )
         print()
     if any(sizes[label] < count for label in sizes):
         print(f"   * measured on a job cache of {min(sizes.values()):,} jobs (--local-cache-max), not {count:,}")
-    print("   target (relay, issue #5, at 1,000,000 jobs): get_jids_filter(50) <= 50 ms, get_load/get_jid <= 10 ms;"
-          " ok = p99 within, ok* = median only")
+    print(
+        "   target (relay, issue #5, at 1,000,000 jobs): get_jids_filter(50) <= 50 ms, get_load/get_jid <= 10 ms;"
+        " ok = p99 within, ok* = median only"
+    )
     if plans:
         print("   query plans of relay's read statements (after the fill, before the reads; jid of the middle job):")
         print("\n".join(plans))
@@ -529,8 +584,9 @@ def main():
     parser.add_argument("--jobs", default="100000,1000000", help="comma-separated job counts (default 100000,1000000)")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--samples", type=int, default=50, help="random jids (and get_jids_filter calls) per run")
-    parser.add_argument("--budget", type=float, default=20.0,
-                        help="seconds one function's repeated calls may take in a run before stopping early")
+    parser.add_argument(
+        "--budget", type=float, default=20.0, help="seconds one function's repeated calls may take in a run before stopping early"
+    )
     parser.add_argument("--batch", type=int, default=5000, help="jobs per fill transaction (relay, saltext-mysql)")
     parser.add_argument("--local-cache-max", type=int, default=100_000, help="cap on local_cache's job count")
     parser.add_argument("--fill-procs", type=int, default=2, help="processes filling local_cache")
@@ -559,12 +615,17 @@ def main():
             results, stored, fills, plans = run_size(res, count, args)
             summary = print_table(count, results, stored, fills, plans, args, settings)
             sys.stdout.flush()
-            measured.append({"jobs": count, "returns": count + count // 2, "fills": fills, "plans": plans,
-                             "results": summary})
-            recorder.write(path, args, versions=_results.versions("saltext.mysql", "PyMySQL", "psycopg", "SQLAlchemy"),
-                           servers=settings, targets_ms=TARGETS_MS, partial=count != sizes[-1],
-                           unit="milliseconds per call; medians over runs of each run's median / p99 (nearest rank)",
-                           sizes=measured)
+            measured.append({"jobs": count, "returns": count + count // 2, "fills": fills, "plans": plans, "results": summary})
+            recorder.write(
+                path,
+                args,
+                versions=_results.versions("saltext.mysql", "PyMySQL", "psycopg", "SQLAlchemy"),
+                servers=settings,
+                targets_ms=TARGETS_MS,
+                partial=count != sizes[-1],
+                unit="milliseconds per call; medians over runs of each run's median / p99 (nearest rank)",
+                sizes=measured,
+            )
             res.drop_databases()
     finally:
         res.close()

@@ -206,13 +206,31 @@ def _event(i, per_job, jids, minions, phase, now):
     jid = jids[job]
     if pos == 0:
         tag = f"salt/job/{jid}/new"
-        data = {"jid": jid, "tgt": "minion-*", "tgt_type": "glob", "user": "root", "fun": "test.ping",
-                "arg": [], "minions": minions, "missing": []}
+        data = {
+            "jid": jid,
+            "tgt": "minion-*",
+            "tgt_type": "glob",
+            "user": "root",
+            "fun": "test.ping",
+            "arg": [],
+            "minions": minions,
+            "missing": [],
+        }
     else:
         minion = minions[pos - 1]
         tag = f"salt/job/{jid}/ret/{minion}"
-        data = {"cmd": "_return", "id": minion, "jid": jid, "fun": "test.ping", "fun_args": [],
-                "return": True, "retcode": 0, "success": True, "user": "root", "ts": int(now)}
+        data = {
+            "cmd": "_return",
+            "id": minion,
+            "jid": jid,
+            "fun": "test.ping",
+            "fun_args": [],
+            "return": True,
+            "retcode": 0,
+            "success": True,
+            "user": "root",
+            "ts": int(now),
+        }
     data["bench_phase"] = phase
     return tag, data
 
@@ -237,8 +255,15 @@ class _Tally:
         self.last = sent_at
 
     def result(self):
-        return {"phase": self.phase, "fired": self.fired, "failed": self.failed, "first": self.first,
-                "last": self.last, "behind_max": self.behind_max, "late": self.late}
+        return {
+            "phase": self.phase,
+            "fired": self.fired,
+            "failed": self.failed,
+            "first": self.first,
+            "last": self.last,
+            "behind_max": self.behind_max,
+            "late": self.late,
+        }
 
 
 def _send_phase(cmd, index, senders, fire, sleep):
@@ -302,8 +327,13 @@ def role_listener(args):
     def dump():
         for phase in changed:
             ordered = sorted(lags[phase])
-            summaries[phase] = {"p50": percentile(ordered, 0.5), "p99": percentile(ordered, 0.99), "max": ordered[-1],
-                                "first": span[phase][0], "last": span[phase][1]}
+            summaries[phase] = {
+                "p50": percentile(ordered, 0.5),
+                "p99": percentile(ordered, 0.99),
+                "max": ordered[-1],
+                "first": span[phase][0],
+                "last": span[phase][1],
+            }
         changed.clear()
         tmp.write_text(json.dumps({"counts": counts, "lags": summaries}))
         os.replace(tmp, out)
@@ -448,8 +478,7 @@ def mysql_admin():
     import pymysql  # pylint: disable=import-outside-toplevel
 
     try:
-        return pymysql.connect(host=MYSQL_HOST, port=MYSQL_PORT, user="root", password="", connect_timeout=5,
-                               autocommit=True)
+        return pymysql.connect(host=MYSQL_HOST, port=MYSQL_PORT, user="root", password="", connect_timeout=5, autocommit=True)
     except pymysql.err.OperationalError as err:
         raise Unavailable(f"mariadb at {MYSQL_HOST}:{MYSQL_PORT}: {err}") from None
 
@@ -549,8 +578,7 @@ class Rows:
         return self.scalar(f"SELECT COUNT(*) FROM {table} WHERE jid >= :lo AND jid <= :hi", lo=lo, hi=hi)
 
     def return_lags(self, lo, hi):
-        sql = ("SELECT stored_at, JSON_EXTRACT(document, '$.bench_sent') FROM returns "
-               "WHERE jid >= :lo AND jid <= :hi")
+        sql = "SELECT stored_at, JSON_EXTRACT(document, '$.bench_sent') FROM returns WHERE jid >= :lo AND jid <= :hi"
         with self.engine.connect() as conn:
             rows = conn.execute(self.sa.text(sql), {"lo": lo, "hi": hi}).all()
         lags = []
@@ -637,28 +665,55 @@ class Pipeline:
         log(f"{self.variant}: starting salt-master in {self.root}")
         self.master = subprocess.Popen(
             [str(BIN / "salt-master"), "-c", str(self.conf_dir), "-l", "warning"],
-            stdout=open(self.root / "logs" / "master.out", "wb"), stderr=subprocess.STDOUT,
+            stdout=open(self.root / "logs" / "master.out", "wb"),
+            stderr=subprocess.STDOUT,
             start_new_session=True,
         )
         if self.broker_url:
             self.worker = subprocess.Popen(
-                [str(BIN / "salt-relay"), "-c", str(self.conf_dir), "-l", "info", "worker",
-                 "--concurrency", str(self.args.worker_concurrency)],
-                stdout=open(self.root / "logs" / "worker.log", "wb"), stderr=subprocess.STDOUT,
+                [
+                    str(BIN / "salt-relay"),
+                    "-c",
+                    str(self.conf_dir),
+                    "-l",
+                    "info",
+                    "worker",
+                    "--concurrency",
+                    str(self.args.worker_concurrency),
+                ],
+                stdout=open(self.root / "logs" / "worker.log", "wb"),
+                stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
         # Senders connect to the bus at their first fire (after the warm-up starts).
         for index in range(self.args.senders):
-            self.senders.append(subprocess.Popen(
-                [sys.executable, __file__, "--role", "sender", "--master-config", str(self.master_file),
-                 "--index", str(index), "--senders", str(self.args.senders), "--sender-api", self.args.sender_api],
-                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=open(self.root / "logs" / f"sender{index}.log", "wb"),
-                text=True, bufsize=1,
-            ))
+            self.senders.append(
+                subprocess.Popen(
+                    [
+                        sys.executable,
+                        __file__,
+                        "--role",
+                        "sender",
+                        "--master-config",
+                        str(self.master_file),
+                        "--index",
+                        str(index),
+                        "--senders",
+                        str(self.args.senders),
+                        "--sender-api",
+                        self.args.sender_api,
+                    ],
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                    stderr=open(self.root / "logs" / f"sender{index}.log", "wb"),
+                    text=True,
+                    bufsize=1,
+                )
+            )
         self.listener = subprocess.Popen(
-            [sys.executable, __file__, "--role", "listener", "--master-config", str(self.master_file),
-             "--out", str(self.listener_file)],
-            stdout=open(self.root / "logs" / "listener.log", "wb"), stderr=subprocess.STDOUT,
+            [sys.executable, __file__, "--role", "listener", "--master-config", str(self.master_file), "--out", str(self.listener_file)],
+            stdout=open(self.root / "logs" / "listener.log", "wb"),
+            stderr=subprocess.STDOUT,
         )
         self._wait_engine()
         deadline = time.monotonic() + 60
@@ -683,8 +738,10 @@ class Pipeline:
                 tree = proc_tree(self.master.pid)
                 cmd = proc_cmdline(self.engine_pid)
                 if self.engine_pid not in tree or "Engine" not in cmd:
-                    log(f"warning: engine pid {self.engine_pid} from the stats file: in master tree "
-                        f"{self.engine_pid in tree}, cmdline {cmd!r}")
+                    log(
+                        f"warning: engine pid {self.engine_pid} from the stats file: in master tree "
+                        f"{self.engine_pid in tree}, cmdline {cmd!r}"
+                    )
                 log(f"{self.variant}: engine up (pid {self.engine_pid}, {stats['mode']} mode, cmdline {cmd!r})")
                 return
             time.sleep(0.2)
@@ -748,8 +805,7 @@ class Pipeline:
 
     def _fire(self, phase, rate, count, jids, lead=0.5):
         t0 = time.time() + lead
-        cmd = {"phase": phase, "rate": rate, "count": count, "t0": t0, "jids": jids,
-               "minions_per_job": self.args.minions_per_job}
+        cmd = {"phase": phase, "rate": rate, "count": count, "t0": t0, "jids": jids, "minions_per_job": self.args.minions_per_job}
         line = json.dumps(cmd) + "\n"
         for sender in self.senders:
             sender.stdin.write(line)
@@ -786,8 +842,12 @@ class Pipeline:
             stats = self.engine_stats() or {}
             if not seen or stats.get("updated") != seen[-1].get("updated"):
                 seen.append(stats)
-            if len(seen) >= 2 and seen[-1].get("pending") == 0 and seen[-1].get("accepted") == seen[-2].get("accepted") \
-                    and seen[-1].get("forwarded") == seen[-1].get("journaled"):
+            if (
+                len(seen) >= 2
+                and seen[-1].get("pending") == 0
+                and seen[-1].get("accepted") == seen[-2].get("accepted")
+                and seen[-1].get("forwarded") == seen[-1].get("journaled")
+            ):
                 self._settled_accepted = stats.get("accepted")
                 return stats
             time.sleep(0.2)
@@ -807,8 +867,7 @@ class Pipeline:
         phase = f"{run_label}-{rate}"
 
         before = self.engine_stats() or {}
-        if before.get("accepted") != self._settled_accepted or before.get("pending") or \
-                before.get("forwarded") != before.get("journaled"):
+        if before.get("accepted") != self._settled_accepted or before.get("pending") or before.get("forwarded") != before.get("journaled"):
             before = self._settle(0, timeout=30)
         event_id = self.rows.max_event_id()
         rows_before = self.rows.events_after(0)
@@ -861,8 +920,12 @@ class Pipeline:
             if not stats_seen or stats.get("updated") != stats_seen[-1].get("updated"):
                 stats_seen.append(stats)
             accepted_delta = stats.get("accepted", 0) - before.get("accepted", 0)
-            engine_quiet = (len(stats_seen) >= 2 and stats.get("updated", 0) > last + 0.5 and stats.get("pending") == 0
-                            and stats_seen[-1].get("accepted") == stats_seen[-2].get("accepted"))
+            engine_quiet = (
+                len(stats_seen) >= 2
+                and stats.get("updated", 0) > last + 0.5
+                and stats.get("pending") == 0
+                and stats_seen[-1].get("accepted") == stats_seen[-2].get("accepted")
+            )
             if engine_quiet and rows_now >= accepted_delta and rows_complete_at is None:
                 rows_complete_at = last_change
             if engine_quiet and rows_complete_at is not None and time.monotonic() - listener_stable_since > 1.0:
@@ -871,8 +934,10 @@ class Pipeline:
                 break
             time.sleep(0.2)
         else:
-            log(f"{self.variant} {phase}: not settled within {settle_timeout:.0f} s (rows {last_rows}, "
-                f"accepted delta {accepted_delta}); counting what is there")
+            log(
+                f"{self.variant} {phase}: not settled within {settle_timeout:.0f} s (rows {last_rows}, "
+                f"accepted delta {accepted_delta}); counting what is there"
+            )
         stats = self.engine_stats() or {}
         cpu_after = proc_cpu_seconds(self.engine_pid)
         status = proc_status(self.engine_pid) or {}
@@ -915,7 +980,8 @@ class Pipeline:
             "stored_per_s": rows_events / (end - first) if end > first else None,
             "drain_s": end - last,
             "listener_rate": (seen - 1) / (bus_lag["last"] - bus_lag["first"])
-            if seen > 1 and bus_lag.get("last", 0) > bus_lag.get("first", 0) else None,
+            if seen > 1 and bus_lag.get("last", 0) > bus_lag.get("first", 0)
+            else None,
             "bus_lag_p50_s": bus_lag.get("p50"),
             "bus_lag_p99_s": bus_lag.get("p99"),
             "bus_lag_max_s": bus_lag.get("max"),
@@ -937,10 +1003,12 @@ class Pipeline:
             "loadavg_1m": [round(load_before, 2), round(os.getloadavg()[0], 2)],
             "load_1m": os.getloadavg()[0],
         }
-        log(f"{self.variant} {phase}: fired {fired} at {achieved or 0:.0f}/s, listener {seen}, accepted {accepted}, "
+        log(
+            f"{self.variant} {phase}: fired {fired} at {achieved or 0:.0f}/s, listener {seen}, accepted {accepted}, "
             f"rows {rows_events} (returns {rows_returns}/{n_returns}, jobs {rows_jobs}/{n_publish}), "
             f"p99 lag {result['lag_p99_s'] if lags else float('nan'):.3f}s, drain {result['drain_s']:.2f}s, "
-            f"RSS {result['engine_rss_mb'] or 0:.0f} MB, slow-subscriber discards {len(discards)}")
+            f"RSS {result['engine_rss_mb'] or 0:.0f} MB, slow-subscriber discards {len(discards)}"
+        )
         return result
 
     # -- teardown ---------------------------------------------------------------------------
@@ -950,8 +1018,10 @@ class Pipeline:
             with contextlib.suppress(Exception):
                 sender.stdin.write(json.dumps({"quit": True}) + "\n")
                 sender.stdin.flush()
-        stop_processes([(sender, f"sender{index}", 5) for index, sender in enumerate(self.senders)]
-                       + [(self.listener, "listener", 5), (self.worker, "worker", 20), (self.master, "salt-master", 30)])
+        stop_processes(
+            [(sender, f"sender{index}", 5) for index, sender in enumerate(self.senders)]
+            + [(self.listener, "listener", 5), (self.worker, "worker", 20), (self.master, "salt-master", 30)]
+        )
         if self.rows is not None:
             self.rows.dispose()
         if self.broker_url:
@@ -975,8 +1045,11 @@ class Pipeline:
             path = self.root / "logs" / name
             if not path.exists():
                 continue
-            lines = [line for line in path.read_text(errors="replace").splitlines()
-                     if "[ERROR" in line or "[CRITICAL" in line or " ERROR " in line or " CRITICAL " in line]
+            lines = [
+                line
+                for line in path.read_text(errors="replace").splitlines()
+                if "[ERROR" in line or "[CRITICAL" in line or " ERROR " in line or " CRITICAL " in line
+            ]
             if lines:
                 found[name] = {"count": len(lines), "first": lines[:3]}
         return found
@@ -1084,16 +1157,32 @@ def check_targets(rows):
     for row in rows:
         label = f"{row['variant']} @ {row['rate']}/s"
         if row["capture_ratio_min"] is not None:
-            checks.append((f"capture >= {TARGET_CAPTURE} x listener ({label}, worst run)",
-                           row["capture_ratio_min"] >= TARGET_CAPTURE, f"{row['capture_ratio_min']:.4f}"))
-        checks.append((f"0 lost after capture ({label}, worst run)", row["lost_after_capture_max"] == 0,
-                       str(row["lost_after_capture_max"])))
-        checks.append((f"engine RSS <= {TARGET_RSS_MB:.0f} MB ({label}, VmHWM worst run)",
-                       row["engine_hwm_mb_max"] <= TARGET_RSS_MB, f"{row['engine_hwm_mb_max']:.0f} MB"))
+            checks.append(
+                (
+                    f"capture >= {TARGET_CAPTURE} x listener ({label}, worst run)",
+                    row["capture_ratio_min"] >= TARGET_CAPTURE,
+                    f"{row['capture_ratio_min']:.4f}",
+                )
+            )
+        checks.append(
+            (f"0 lost after capture ({label}, worst run)", row["lost_after_capture_max"] == 0, str(row["lost_after_capture_max"]))
+        )
+        checks.append(
+            (
+                f"engine RSS <= {TARGET_RSS_MB:.0f} MB ({label}, VmHWM worst run)",
+                row["engine_hwm_mb_max"] <= TARGET_RSS_MB,
+                f"{row['engine_hwm_mb_max']:.0f} MB",
+            )
+        )
         if row["variant"] == "rabbitmq" and row["rate"] == 5000:
             value = row["lag_p99_s"]
-            checks.append((f"p99 lag <= {TARGET_P99_LAG} s ({label}, median of runs)",
-                           value is not None and value <= TARGET_P99_LAG, "-" if value is None else f"{value:.3f} s"))
+            checks.append(
+                (
+                    f"p99 lag <= {TARGET_P99_LAG} s ({label}, median of runs)",
+                    value is not None and value <= TARGET_P99_LAG,
+                    "-" if value is None else f"{value:.3f} s",
+                )
+            )
         if row["achieved_rate_min"] is not None and row["achieved_rate_min"] < 0.95 * row["rate"]:
             checks.append((f"senders achieved the rate ({label}, worst run)", False, f"{row['achieved_rate_min']:.0f}/s"))
     return checks
@@ -1105,24 +1194,32 @@ def check_targets(rows):
 
 
 def parse_args(argv):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true",
-                        help="smoke run: 1 run, 1 s per rate, rates 1000,5000 unless --rates is given "
-                        "(overrides --runs and --duration)")
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke run: 1 run, 1 s per rate, rates 1000,5000 unless --rates is given (overrides --runs and --duration)",
+    )
     parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--rates", default=None, help="events/s, comma-separated (default 1000,3000,5000; "
-                        "with --quick 1000,5000)")
+    parser.add_argument("--rates", default=None, help="events/s, comma-separated (default 1000,3000,5000; with --quick 1000,5000)")
     parser.add_argument("--duration", type=float, default=10.0, help="seconds of firing per rate")
     parser.add_argument("--variants", default=",".join(VARIANTS))
     parser.add_argument("--senders", type=int, default=4, help="sender processes")
-    parser.add_argument("--sender-api", choices=("async", "sync"), default="async",
-                        help="fire_event_async on an asyncio loop (default) or the synchronous fire_event")
-    parser.add_argument("--minions-per-job", type=int, default=10,
-                        help="returns per job publish (1 publish + N returns per job)")
+    parser.add_argument(
+        "--sender-api",
+        choices=("async", "sync"),
+        default="async",
+        help="fire_event_async on an asyncio loop (default) or the synchronous fire_event",
+    )
+    parser.add_argument("--minions-per-job", type=int, default=10, help="returns per job publish (1 publish + N returns per job)")
     parser.add_argument("--worker-concurrency", type=int, default=1)
-    parser.add_argument("--master-opt", action="append", default=[], metavar="KEY=YAML",
-                        help="extra master config option, e.g. pub_server_write_queue_size=100000 (repeatable)")
+    parser.add_argument(
+        "--master-opt",
+        action="append",
+        default=[],
+        metavar="KEY=YAML",
+        help="extra master config option, e.g. pub_server_write_queue_size=100000 (repeatable)",
+    )
     _results.add_json_argument(parser, "pipeline")
     parser.add_argument("--keep", action="store_true", help="keep the temp roots (logs) for inspection")
     # internal: child roles
@@ -1184,44 +1281,59 @@ def main(argv=None):
     elapsed = time.monotonic() - started
     rows = summarize(all_results, args.variants, args.rates)
     print()
-    print(f"salt-relay pipeline: medians over {args.runs} run(s), {args.duration:g} s per rate, "
-          f"{args.senders} sender(s), jobs of 1 publish + {args.minions_per_job} returns, "
-          f"{os.cpu_count()} CPUs, {elapsed:.0f} s total"
-          + (f", master opts {args.master_opts}" if args.master_opts else ""))
+    print(
+        f"salt-relay pipeline: medians over {args.runs} run(s), {args.duration:g} s per rate, "
+        f"{args.senders} sender(s), jobs of 1 publish + {args.minions_per_job} returns, "
+        f"{os.cpu_count()} CPUs, {elapsed:.0f} s total" + (f", master opts {args.master_opts}" if args.master_opts else "")
+    )
     print_table(rows)
     print()
-    print("fired/s = rate the senders achieved; fired = events fired; recv/s = rate the no-op listener received; "
-          "capture = engine accepted / events seen by the listener; eng/fired = engine accepted / fired; discards = "
-          "'Publisher discarding slow subscriber' warnings of the master in the phase; lost = accepted - events rows; stored/s = events rows / "
-          "(last row visible - first fire); bus p99 = fire -> read by the listener; lag = returns.stored_at - "
-          "bench_sent; drain = last fire -> last row visible; RSS/HWM = engine VmRSS at phase end / VmHWM; "
-          "eng cpu/1k = engine CPU s per 1000 events; load = 1-min load average at phase end.")
+    print(
+        "fired/s = rate the senders achieved; fired = events fired; recv/s = rate the no-op listener received; "
+        "capture = engine accepted / events seen by the listener; eng/fired = engine accepted / fired; discards = "
+        "'Publisher discarding slow subscriber' warnings of the master in the phase; lost = accepted - events rows; stored/s = events rows / "
+        "(last row visible - first fire); bus p99 = fire -> read by the listener; lag = returns.stored_at - "
+        "bench_sent; drain = last fire -> last row visible; RSS/HWM = engine VmRSS at phase end / VmHWM; "
+        "eng cpu/1k = engine CPU s per 1000 events; load = 1-min load average at phase end."
+    )
     sender_notes = [r for r in all_results if r["achieved_rate"] and r["achieved_rate"] < 0.95 * r["rate"]]
     for r in sender_notes:
-        print(f"NOTE: senders fell short in {r['variant']} run {r['run']} @ {r['rate']}/s: "
-              f"{r['achieved_rate']:.0f}/s, up to {r['sender_behind_max_s']:.2f} s behind schedule")
+        print(
+            f"NOTE: senders fell short in {r['variant']} run {r['run']} @ {r['rate']}/s: "
+            f"{r['achieved_rate']:.0f}/s, up to {r['sender_behind_max_s']:.2f} s behind schedule"
+        )
     for r in all_results:
         if r["fire_failed"]:
             print(f"NOTE: fire_event returned False/raised {r['fire_failed']} times ({r['variant']} run {r['run']} @ {r['rate']}/s)")
         if r["rows_returns"] != r["returns_planned"] or r["rows_jobs"] != r["publishes_planned"]:
-            print(f"NOTE: {r['variant']} run {r['run']} @ {r['rate']}/s: returns rows {r['rows_returns']}/"
-                  f"{r['returns_planned']} fired, jobs rows {r['rows_jobs']}/{r['publishes_planned']} fired "
-                  f"(listener saw {r['listener_seen']}/{r['fired']})")
+            print(
+                f"NOTE: {r['variant']} run {r['run']} @ {r['rate']}/s: returns rows {r['rows_returns']}/"
+                f"{r['returns_planned']} fired, jobs rows {r['rows_jobs']}/{r['publishes_planned']} fired "
+                f"(listener saw {r['listener_seen']}/{r['fired']})"
+            )
     discarded = [r for r in all_results if r["bus_subscriber_discards"]]
     if discarded:
-        print(f"NOTE: in {len(discarded)} of {len(all_results)} phases the master's EventPublisher discarded slow bus "
-              f"subscribers ({sum(r['bus_subscriber_discards'] for r in discarded)} times; engine, listener or Salt's "
-              "own subscribers: the log does not say which); events published while a subscriber reconnects are lost "
-              "for it, and the relay engine logs and counts nothing about it.")
+        print(
+            f"NOTE: in {len(discarded)} of {len(all_results)} phases the master's EventPublisher discarded slow bus "
+            f"subscribers ({sum(r['bus_subscriber_discards'] for r in discarded)} times; engine, listener or Salt's "
+            "own subscribers: the log does not say which); events published while a subscriber reconnects are lost "
+            "for it, and the relay engine logs and counts nothing about it."
+        )
     checks = check_targets(rows)
     print()
     for name, ok, value in checks:
         print(f"{'PASS' if ok else 'FAIL'}  {name}: {value}")
     for failure in failures:
         print(f"FAILED RUN  {failure['variant']} run {failure['run']}: {failure['error']}")
-    recorder.write(_results.json_path(args, "pipeline", args.quick), args,
-                   cpus=os.cpu_count(), medians=rows, runs=all_results,
-                   checks=[{"name": n, "ok": ok, "value": v} for n, ok, v in checks], failures=failures)
+    recorder.write(
+        _results.json_path(args, "pipeline", args.quick),
+        args,
+        cpus=os.cpu_count(),
+        medians=rows,
+        runs=all_results,
+        checks=[{"name": n, "ok": ok, "value": v} for n, ok, v in checks],
+        failures=failures,
+    )
     return 1 if failures else 0
 
 

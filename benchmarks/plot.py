@@ -70,7 +70,9 @@ def plot(document, run_index, output):
         lag_axis.set_ylabel("lag (s)")
         lag_axis.legend(fontsize="small")
     machine = document.get("machine", {})
-    figure.suptitle(f"salt-relay headline benchmark, run {run_index}: {machine.get('cores')} cores, {machine.get('cpu')}, Salt {machine.get('salt')}")
+    figure.suptitle(
+        f"salt-relay headline benchmark, run {run_index}: {machine.get('cores')} cores, {machine.get('cpu')}, Salt {machine.get('salt')}"
+    )
     figure.tight_layout()
     figure.savefig(output, dpi=90)
     return output

@@ -95,7 +95,17 @@ def measure(returners, name, count):
         save(jid, {"cmd": "publish", "fun": "test.ping", "arg": [], "tgt": "*", "tgt_type": "glob", "jid": jid}, ["m1"])
     costs = []
     for jid in jids:
-        load = {"cmd": "_return", "id": "m1", "jid": jid, "fun": "test.ping", "fun_args": [], "return": True, "retcode": 0, "success": True, "_stamp": "2026-11-25T12:00:00.000000+00:00"}
+        load = {
+            "cmd": "_return",
+            "id": "m1",
+            "jid": jid,
+            "fun": "test.ping",
+            "fun_args": [],
+            "return": True,
+            "retcode": 0,
+            "success": True,
+            "_stamp": "2026-11-25T12:00:00.000000+00:00",
+        }
         start = time.perf_counter_ns()
         prep(False, passed_jid=jid)
         save(jid, load)
@@ -126,7 +136,10 @@ def main():
             tmp = pathlib.Path(tmpdir)
             variants = {  # label -> (returner, minion_for options)
                 "local_cache": ("local_cache", {}),
-                "relay, engine alive (outbox)": ("relay", {"relay_block": {"database_url": f"sqlite:///{tmp}/outbox.db"}, "engine_alive": True}),
+                "relay, engine alive (outbox)": (
+                    "relay",
+                    {"relay_block": {"database_url": f"sqlite:///{tmp}/outbox.db"}, "engine_alive": True},
+                ),
                 "relay, no engine, SQLite": ("relay", {"relay_block": {"database_url": f"sqlite:///{tmp}/direct.db"}}),
                 "relay, no engine, MariaDB": ("relay", {"relay_block": {"database_url": f"mysql+pymysql://root@127.0.0.1/{database}"}}),
                 "saltext-mysql, MariaDB": ("mysql", {"extra_opts": _saltext_mysql.opts(mysql_database)}),
@@ -142,18 +155,28 @@ def main():
         admin.close()
     base = statistics.median(r[0] for r in results["local_cache"])
     mysql_base = statistics.median(r[0] for r in results["saltext-mysql, MariaDB"])
-    print(f"{'variant':32} {'median us':>10} {'p99 us':>10} {'vs local_cache':>15} {'vs saltext-mysql':>17}   ({args.returns} returns x {args.runs} runs, medians)")
+    print(
+        f"{'variant':32} {'median us':>10} {'p99 us':>10} {'vs local_cache':>15} {'vs saltext-mysql':>17}   ({args.returns} returns x {args.runs} runs, medians)"
+    )
     summary = {}
     for label, runs in results.items():
         median = statistics.median(r[0] for r in runs)
         p99 = statistics.median(r[1] for r in runs)
-        summary[label] = {"median_us": median, "p99_us": p99, "vs_local_cache": median / base,
-                          "vs_saltext_mysql": median / mysql_base,
-                          "runs": [{"median_us": r[0], "p99_us": r[1]} for r in runs]}
+        summary[label] = {
+            "median_us": median,
+            "p99_us": p99,
+            "vs_local_cache": median / base,
+            "vs_saltext_mysql": median / mysql_base,
+            "runs": [{"median_us": r[0], "p99_us": r[1]} for r in runs],
+        }
         print(f"{label:32} {median:10.1f} {p99:10.1f} {median / base:14.3f}x {median / mysql_base:16.3f}x")
-    recorder.write(_results.json_path(args, "returner_hot_path", args.quick), args, versions=_results.versions("saltext.mysql", "PyMySQL", "SQLAlchemy"),
-                   unit="microseconds per return (prep_jid + save_load + returner), medians over runs of each run's median/p99",
-                   results=summary)
+    recorder.write(
+        _results.json_path(args, "returner_hot_path", args.quick),
+        args,
+        versions=_results.versions("saltext.mysql", "PyMySQL", "SQLAlchemy"),
+        unit="microseconds per return (prep_jid + save_load + returner), medians over runs of each run's median/p99",
+        results=summary,
+    )
 
 
 if __name__ == "__main__":

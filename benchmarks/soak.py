@@ -57,7 +57,9 @@ def main():
     started = time.monotonic()
     try:
         run.start()
-        print(f"{'phase':>5} {'min':>5} {'fired':>7} {'accepted':>9} {'stored':>7} {'lag p99 s':>9} {'engine RSS MB':>13} {'worker RSS MB':>13} {'disconnects':>11}")
+        print(
+            f"{'phase':>5} {'min':>5} {'fired':>7} {'accepted':>9} {'stored':>7} {'lag p99 s':>9} {'engine RSS MB':>13} {'worker RSS MB':>13} {'disconnects':>11}"
+        )
         for index in range(phases):
             result = run.phase(args.rate, args.phase_seconds, f"soak{index}")
             stats = run.engine_stats() or {}
@@ -73,9 +75,11 @@ def main():
                 "bus_disconnects": stats.get("bus_disconnects"),
             }
             rows.append(row)
-            print(f"{row['phase']:>5} {row['minutes']:>5} {row['fired'] or 0:>7} {row['accepted'] or 0:>9} {row['stored'] or 0:>7} "
-                  f"{row['lag_p99_s'] or 0:>9.2f} {row['engine_rss_mb'] or 0:>13.1f} {row['worker_rss_mb'] or 0:>13.1f} {row['bus_disconnects'] or 0:>11}",
-                  flush=True)
+            print(
+                f"{row['phase']:>5} {row['minutes']:>5} {row['fired'] or 0:>7} {row['accepted'] or 0:>9} {row['stored'] or 0:>7} "
+                f"{row['lag_p99_s'] or 0:>9.2f} {row['engine_rss_mb'] or 0:>13.1f} {row['worker_rss_mb'] or 0:>13.1f} {row['bus_disconnects'] or 0:>11}",
+                flush=True,
+            )
     finally:
         try:
             run.close()
@@ -83,7 +87,9 @@ def main():
             run.remove_root()
     if rows:
         first, last = rows[0], rows[-1]
-        print(f"\nengine RSS {first['engine_rss_mb']} -> {last['engine_rss_mb']} MB, worker RSS {first['worker_rss_mb']} -> {last['worker_rss_mb']} MB over {last['minutes']} min at {args.rate}/s ({args.variant})")
+        print(
+            f"\nengine RSS {first['engine_rss_mb']} -> {last['engine_rss_mb']} MB, worker RSS {first['worker_rss_mb']} -> {last['worker_rss_mb']} MB over {last['minutes']} min at {args.rate}/s ({args.variant})"
+        )
     recorder.write(_results.json_path(args, "soak"), args, phases=rows)
 
 

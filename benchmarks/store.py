@@ -85,8 +85,7 @@ def create_database(dialect):
 
         def admin():
             try:
-                return pymysql.connect(host=MYSQL_HOST, port=MYSQL_PORT, user="root", password="",
-                                       connect_timeout=5, autocommit=True)
+                return pymysql.connect(host=MYSQL_HOST, port=MYSQL_PORT, user="root", password="", connect_timeout=5, autocommit=True)
             except pymysql.err.OperationalError as err:
                 raise Unavailable(f"mysql at {MYSQL_HOST}:{MYSQL_PORT}: {err}") from None
 
@@ -102,8 +101,9 @@ def create_database(dialect):
 
         def admin():
             try:
-                return psycopg.connect(host=POSTGRESQL_HOST, port=POSTGRESQL_PORT, user="postgres",
-                                       dbname="postgres", connect_timeout=5, autocommit=True)
+                return psycopg.connect(
+                    host=POSTGRESQL_HOST, port=POSTGRESQL_PORT, user="postgres", dbname="postgres", connect_timeout=5, autocommit=True
+                )
             except psycopg.OperationalError as err:
                 raise Unavailable(f"postgresql at {POSTGRESQL_HOST}:{POSTGRESQL_PORT}: {err}") from None
 
@@ -123,10 +123,8 @@ def durability_settings(engine):
             names = ("fsync", "synchronous_commit", "wal_sync_method")
             return {n: conn.execute(sa.text(f"SHOW {n}")).scalar() for n in names}
         if engine.dialect.name in ("mysql", "mariadb"):
-            row = conn.execute(sa.text(
-                "SELECT @@version, @@innodb_flush_log_at_trx_commit, @@sync_binlog, @@log_bin")).one()
-            return {"version": row[0], "innodb_flush_log_at_trx_commit": row[1], "sync_binlog": row[2],
-                    "log_bin": row[3]}
+            row = conn.execute(sa.text("SELECT @@version, @@innodb_flush_log_at_trx_commit, @@sync_binlog, @@log_bin")).one()
+            return {"version": row[0], "innodb_flush_log_at_trx_commit": row[1], "sync_binlog": row[2], "log_bin": row[3]}
         return {n: conn.exec_driver_sql(f"PRAGMA {n}").scalar() for n in ("journal_mode", "synchronous")}
 
 
@@ -166,12 +164,21 @@ def payload_rows(payload, jid_offset_seconds=0):
         job_rows[jid] = records.job_row(jid, load, minions, master_id="master1", now=now)
         for m in minions:
             ret = True if payload == "ping" else state_return_value(m, j)
-            doc = {"cmd": "_return", "id": m, "jid": jid, "fun": fun, "fun_args": [], "return": ret,
-                   "retcode": 0, "success": True, "_stamp": when.isoformat()}
+            doc = {
+                "cmd": "_return",
+                "id": m,
+                "jid": jid,
+                "fun": fun,
+                "fun_args": [],
+                "return": ret,
+                "retcode": 0,
+                "success": True,
+                "_stamp": when.isoformat(),
+            }
             return_rows.append(records.return_row(doc, master_id="master1", now=now))
     batches = []
     for start in range(0, len(return_rows), BATCH_SIZE):
-        chunk = return_rows[start:start + BATCH_SIZE]
+        chunk = return_rows[start : start + BATCH_SIZE]
         chunk_jids = dict.fromkeys(row["jid"] for row in chunk)
         batches.append(([job_rows[jid] for jid in chunk_jids], chunk))
     return batches, len(return_rows), len(job_rows)
@@ -214,7 +221,8 @@ def run_once(dialect):
             redelivery = batched_pass(store, batches)
             after_redelivery = store.read(queries.counts)
             assert after_redelivery == after_first, (
-                f"{dialect}/{payload}: redelivery changed the row counts: {after_first} -> {after_redelivery}")
+                f"{dialect}/{payload}: redelivery changed the row counts: {after_first} -> {after_redelivery}"
+            )
             results[payload] = {"rows": returns_total, "first": first, "redelivery": redelivery}
 
         for offset, payload in enumerate(PAYLOADS):
@@ -237,25 +245,34 @@ def summarize(dialect, runs):
         first = statistics.median(r["rows"] / r["first"] for r in per_run)
         redelivery = statistics.median(r["rows"] / r["redelivery"] for r in per_run)
         naive = statistics.median(r["naive_rows"] / r["naive"] for r in per_run)
-        summary.append({
-            "dialect": dialect,
-            "payload": payload,
-            "rows": per_run[0]["rows"],
-            "naive_rows": per_run[0]["naive_rows"],
-            "first_rows_per_s": first,
-            "redelivery_rows_per_s": redelivery,
-            "naive_rows_per_s": naive,
-            "first_over_naive": first / naive,
-            "runs": per_run,
-        })
+        summary.append(
+            {
+                "dialect": dialect,
+                "payload": payload,
+                "rows": per_run[0]["rows"],
+                "naive_rows": per_run[0]["naive_rows"],
+                "first_rows_per_s": first,
+                "redelivery_rows_per_s": redelivery,
+                "naive_rows_per_s": naive,
+                "first_over_naive": first / naive,
+                "runs": per_run,
+            }
+        )
     return summary
 
 
 def print_table(summary):
     header = ("dialect", "payload", "rows", "first pass rows/s", "redelivery rows/s", "naive rows/s", "first/naive")
     lines = [header] + [
-        (s["dialect"], s["payload"], f"{s['rows']:,}", f"{s['first_rows_per_s']:,.0f}",
-         f"{s['redelivery_rows_per_s']:,.0f}", f"{s['naive_rows_per_s']:,.0f}", f"{s['first_over_naive']:.3f}x")
+        (
+            s["dialect"],
+            s["payload"],
+            f"{s['rows']:,}",
+            f"{s['first_rows_per_s']:,.0f}",
+            f"{s['redelivery_rows_per_s']:,.0f}",
+            f"{s['naive_rows_per_s']:,.0f}",
+            f"{s['first_over_naive']:.3f}x",
+        )
         for s in summary
     ]
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
@@ -267,8 +284,7 @@ def print_table(summary):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--dialects", default=",".join(DIALECTS),
-                        help="comma-separated subset of sqlite,mysql,postgresql (default: all)")
+    parser.add_argument("--dialects", default=",".join(DIALECTS), help="comma-separated subset of sqlite,mysql,postgresql (default: all)")
     parser.add_argument("--runs", type=int, default=3, help="runs per dialect; the table shows medians (default: 3)")
     _results.add_json_argument(parser, "store")
     args = parser.parse_args(argv)
@@ -289,22 +305,30 @@ def main(argv=None):
                 runs.append(results)
                 print(f"{dialect} run {n + 1}/{args.runs}: {time.perf_counter() - t0:.1f}s", file=sys.stderr)
         except Unavailable as err:
-            print(f"skipped {dialect}: {err}. Start it with `{START_HINT[dialect]}` "
-                  f"or run `scripts/ensure-services.sh`.", file=sys.stderr)
+            print(f"skipped {dialect}: {err}. Start it with `{START_HINT[dialect]}` or run `scripts/ensure-services.sh`.", file=sys.stderr)
             unavailable.append(dialect)
             continue
         summary.extend(summarize(dialect, runs))
 
-    print(f"\nbatches of {BATCH_SIZE} returns per transaction via Store.write_batch; naive = one INSERT "
-          f"per transaction (<= {NAIVE_CAP:,} rows); medians of {args.runs} run(s)\n")
+    print(
+        f"\nbatches of {BATCH_SIZE} returns per transaction via Store.write_batch; naive = one INSERT "
+        f"per transaction (<= {NAIVE_CAP:,} rows); medians of {args.runs} run(s)\n"
+    )
     print_table(summary)
     print()
     for dialect, values in settings.items():
         print(f"{dialect}: " + ", ".join(f"{k}={v}" for k, v in values.items()))
     print(f"total {time.perf_counter() - started:.0f}s")
-    recorder.write(_results.json_path(args, "store"), args, batch_size=BATCH_SIZE, naive_cap=NAIVE_CAP,
-                   versions=_results.versions("SQLAlchemy", "PyMySQL", "psycopg"), settings=settings,
-                   results=summary, unavailable=unavailable)
+    recorder.write(
+        _results.json_path(args, "store"),
+        args,
+        batch_size=BATCH_SIZE,
+        naive_cap=NAIVE_CAP,
+        versions=_results.versions("SQLAlchemy", "PyMySQL", "psycopg"),
+        settings=settings,
+        results=summary,
+        unavailable=unavailable,
+    )
     return 2 if unavailable else 0
 
 

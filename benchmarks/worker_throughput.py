@@ -41,8 +41,15 @@ def ping_returns(count, offset):
     for index in range(count):
         jid = f"2026112514{offset + index:010d}"
         yield {
-            "cmd": "_return", "fun": "test.ping", "fun_args": [], "id": f"minion-{index % 1000}", "jid": jid,
-            "return": True, "retcode": 0, "success": True, "_stamp": "2026-11-25T14:00:00.000000",
+            "cmd": "_return",
+            "fun": "test.ping",
+            "fun_args": [],
+            "id": f"minion-{index % 1000}",
+            "jid": jid,
+            "return": True,
+            "retcode": 0,
+            "success": True,
+            "_stamp": "2026-11-25T14:00:00.000000",
         }
 
 
@@ -89,7 +96,9 @@ class Database:
 
 def worker_run(broker_url, dialect, messages, batch, prefetch):
     queue_name = f"relay-bench-{uuid.uuid4().hex[:8]}"
-    cfg = config.load({"broker_url": broker_url, "queue": queue_name, "dead_letter_queue": f"{queue_name}.dlq", "worker_prefetch": prefetch})
+    cfg = config.load(
+        {"broker_url": broker_url, "queue": queue_name, "dead_letter_queue": f"{queue_name}.dlq", "worker_prefetch": prefetch}
+    )
     with Database(dialect) as url:
         store = Store(url)
         store.write_batch()  # schema outside the timing
@@ -153,8 +162,12 @@ def main():
     parser.add_argument("--broker", choices=sorted(BROKERS), action="append")
     parser.add_argument("--db", choices=["mysql", "postgresql", "sqlite"], action="append")
     parser.add_argument("--stock-returns", type=int, default=3000)
-    parser.add_argument("--master-rate", type=int, default=900,
-                        help="returns/s one master accepts (the headline's no-op ping ceiling here), for the masters-per-worker column")
+    parser.add_argument(
+        "--master-rate",
+        type=int,
+        default=900,
+        help="returns/s one master accepts (the headline's no-op ping ceiling here), for the masters-per-worker column",
+    )
     _results.add_json_argument(parser, "worker_throughput")
     args = parser.parse_args()
     recorder = _results.Recorder("worker_throughput")
@@ -162,22 +175,38 @@ def main():
     dialects = args.db or ["mysql"]
     stock_runs = [saltext_mysql_run(args.stock_returns) for _ in range(args.runs)]
     stock = statistics.median(stock_runs)
-    print(f"saltext-mysql returner() in a loop (MariaDB): {stock:,.0f} returns/s (median of {args.runs}; "
-          f"runs: {', '.join(f'{r:,.0f}' for r in stock_runs)})")
+    print(
+        f"saltext-mysql returner() in a loop (MariaDB): {stock:,.0f} returns/s (median of {args.runs}; "
+        f"runs: {', '.join(f'{r:,.0f}' for r in stock_runs)})"
+    )
     print(f"{'broker':10} {'database':11} {'returns/s':>11} {'x saltext-mysql':>16}  masters at the headline's no-op ping ceiling")
     workers = []
     for broker_name in brokers:
         for dialect in dialects:
             rates = [worker_run(BROKERS[broker_name], dialect, args.messages, args.batch, args.prefetch) for _ in range(args.runs)]
             rate = statistics.median(rates)
-            workers.append({"broker": broker_name, "database": dialect, "returns_per_s": rate, "rows_per_s": 2 * rate,
-                            "x_saltext_mysql": rate / stock, "masters_at_master_rate": rate / args.master_rate,
-                            "runs_returns_per_s": rates})
-            print(f"{broker_name:10} {dialect:11} {rate:11,.0f} {rate / stock:15.3f}x  {rate / args.master_rate:5.1f} at {args.master_rate}/s  (runs: {', '.join(f'{r:,.0f}' for r in rates)})")
-    recorder.write(_results.json_path(args, "worker_throughput"), args,
-                   versions=_results.versions("saltext.mysql", "PyMySQL", "SQLAlchemy", "kombu"),
-                   saltext_mysql_returner={"returns_per_s": stock, "runs_returns_per_s": stock_runs},
-                   workers=workers)
+            workers.append(
+                {
+                    "broker": broker_name,
+                    "database": dialect,
+                    "returns_per_s": rate,
+                    "rows_per_s": 2 * rate,
+                    "x_saltext_mysql": rate / stock,
+                    "masters_at_master_rate": rate / args.master_rate,
+                    "runs_returns_per_s": rates,
+                }
+            )
+            print(
+                f"{broker_name:10} {dialect:11} {rate:11,.0f} {rate / stock:15.3f}x  {rate / args.master_rate:5.1f} at {args.master_rate}/s  (runs: {', '.join(f'{r:,.0f}' for r in rates)})"
+            )
+    recorder.write(
+        _results.json_path(args, "worker_throughput"),
+        args,
+        versions=_results.versions("saltext.mysql", "PyMySQL", "SQLAlchemy", "kombu"),
+        saltext_mysql_returner={"returns_per_s": stock, "runs_returns_per_s": stock_runs},
+        workers=workers,
+    )
+
 
 if __name__ == "__main__":
     main()

@@ -189,7 +189,9 @@ def db_purge(obj):
 @main.command()
 @click.option("--concurrency", default=1, show_default=True, type=click.IntRange(1, 64), help="Worker processes.")
 @click.option("--queue", "queue_name", default=None, help="Queue to consume (default relay:queue).")
-@click.option("--prefetch", default=None, type=click.IntRange(1, 10000), help="Unacked messages per worker (default relay:worker_prefetch).")
+@click.option(
+    "--prefetch", default=None, type=click.IntRange(1, 10000), help="Unacked messages per worker (default relay:worker_prefetch)."
+)
 @click.pass_obj
 def worker(obj, concurrency, queue_name, prefetch):
     """Consume batches from the broker and store them in SQL (ack after commit)."""
@@ -213,12 +215,30 @@ def worker(obj, concurrency, queue_name, prefetch):
 @main.command()
 @click.option("--json", "as_json", is_flag=True, help="Print the JSON document (schema in the README).")
 @click.option("--watch", type=click.FloatRange(min=0.5), default=None, metavar="N", help="Redraw every N seconds.")
-@click.option("--engine-silent", type=click.FloatRange(min=0), default=Thresholds.engine_silent_seconds, show_default=True, metavar="S",
-              help="Seconds without an engine report after which it counts as down.")
-@click.option("--journal-warn", type=click.FloatRange(0, 100), default=Thresholds.journal_percent, show_default=True, metavar="PCT",
-              help="Journal use (% of spool_max_bytes) that makes the status degraded.")
-@click.option("--lag-warn", type=click.FloatRange(min=0), default=Thresholds.lag_seconds, show_default=True, metavar="S",
-              help="Age of the oldest unforwarded batch that makes the status degraded.")
+@click.option(
+    "--engine-silent",
+    type=click.FloatRange(min=0),
+    default=Thresholds.engine_silent_seconds,
+    show_default=True,
+    metavar="S",
+    help="Seconds without an engine report after which it counts as down.",
+)
+@click.option(
+    "--journal-warn",
+    type=click.FloatRange(0, 100),
+    default=Thresholds.journal_percent,
+    show_default=True,
+    metavar="PCT",
+    help="Journal use (% of spool_max_bytes) that makes the status degraded.",
+)
+@click.option(
+    "--lag-warn",
+    type=click.FloatRange(min=0),
+    default=Thresholds.lag_seconds,
+    show_default=True,
+    metavar="S",
+    help="Age of the oldest unforwarded batch that makes the status degraded.",
+)
 @click.pass_obj
 def status(obj, as_json, watch, engine_silent, journal_warn, lag_warn):
     """Engine, capture, journal, queues, dead letters and schema; exit 0 healthy, 1 degraded, 2 down."""
@@ -231,9 +251,7 @@ def status(obj, as_json, watch, engine_silent, journal_warn, lag_warn):
     store = Store(url, ssl=config.database_ssl, auto_upgrade=False)
 
     def check():
-        report = status_report.assess(
-            status_report.gather(config, obj.opts, url, lambda: _raw_engine(store)), config, thresholds
-        )
+        report = status_report.assess(status_report.gather(config, obj.opts, url, lambda: _raw_engine(store)), config, thresholds)
         click.echo(json.dumps(report, indent=2, default=str) if as_json else status_report.render(report))
         return report["exit_status"]
 

@@ -232,9 +232,7 @@ def _check_block(source, block):
         raise ConfigError(f"relay: in {source} must be a mapping, got {type(block).__name__}")
     unknown = sorted(set(block) - set(KEYS))
     if unknown:
-        raise ConfigError(
-            f"relay:{unknown[0]} (from {source}) is not a known option; allowed: {', '.join(KEYS)}"
-        )
+        raise ConfigError(f"relay:{unknown[0]} (from {source}) is not a known option; allowed: {', '.join(KEYS)}")
     return block
 
 
@@ -258,7 +256,7 @@ def from_salt_opts(opts, overrides=None, pillar_block=None):
     ``opts`` (Salt's returner convention), so both spellings work.
     """
     daemon_block = opts.get("relay")
-    flat = {key[len("relay."):]: value for key, value in opts.items() if isinstance(key, str) and key.startswith("relay.")}
+    flat = {key[len("relay.") :]: value for key, value in opts.items() if isinstance(key, str) and key.startswith("relay.")}
     if flat and (daemon_block is None or isinstance(daemon_block, dict)):
         daemon_block = {**flat, **(daemon_block or {})}
     return load(overrides, daemon_block, pillar_block)

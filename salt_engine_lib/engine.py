@@ -29,6 +29,7 @@ from salt_engine_lib.store import Store
 
 log = logging.getLogger(__name__)
 
+
 def master_pillar(opts, runners):
     """The ``relay:`` block of the master's own pillar, or None.
 

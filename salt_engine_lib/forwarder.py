@@ -175,7 +175,11 @@ class Forwarder(threading.Thread):
             log.critical(
                 "relay: spool is full (%d bytes pending, relay:spool_max_bytes=%d): %d events LOST "
                 "(%d lost so far); the broker or database has been unreachable for too long: %s",
-                self._pending_bytes, self.max_bytes, len(events), self.dropped_events, self.last_error,
+                self._pending_bytes,
+                self.max_bytes,
+                len(events),
+                self.dropped_events,
+                self.last_error,
             )
             raise JournalFull()
         self.writer.append(body)

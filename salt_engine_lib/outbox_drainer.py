@@ -70,7 +70,9 @@ class OutboxDrainer(threading.Thread):
             except Exception as err:  # pylint: disable=broad-except
                 self.failures += 1
                 delay = retries.next_delay()
-                log.error("relay: moving outbox records failed, retrying in %.1fs (records are kept): %s: %s", delay, type(err).__name__, err)
+                log.error(
+                    "relay: moving outbox records failed, retrying in %.1fs (records are kept): %s: %s", delay, type(err).__name__, err
+                )
                 self.stopping.wait(delay)
                 continue
             if not moved:
@@ -106,7 +108,10 @@ class OutboxDrainer(threading.Thread):
     def _store_kept_load(self, item):
         """Write a load kept while the database was down; False if the database refused it."""
         try:
-            self.store.write_batch(jobs=[records.job_row(item["jid"], item["load"], item.get("minions"), item.get("m"))], authoritative_jobs=bool(item["publish"]))
+            self.store.write_batch(
+                jobs=[records.job_row(item["jid"], item["load"], item.get("minions"), item.get("m"))],
+                authoritative_jobs=bool(item["publish"]),
+            )
         except RecordError as err:
             self.dead_letters.add(item, f"rejected: {err}")
             return False

@@ -171,7 +171,9 @@ def event_return(store, events, master=None, opts=None):
         try:
             _store_events(store, events, master)
         except Exception as err:  # pylint: disable=broad-except  # whatever failed, the batch is kept
-            log.error("relay: %d events kept in the outbox until the relay engine stores them: %s: %s", len(events), type(err).__name__, err)
+            log.error(
+                "relay: %d events kept in the outbox until the relay engine stores them: %s: %s", len(events), type(err).__name__, err
+            )
             box.put_events(events, master)
         return
     _store_events(store, events, master)
@@ -238,10 +240,7 @@ def get_jids(store):
     import salt.utils.jid  # pylint: disable=import-outside-toplevel
 
     def every_job(conn):
-        return {
-            row.jid: _with_endtime(salt.utils.jid.format_jid_instance(row.jid, row.load), row)
-            for row in queries.iter_all_jobs(conn)
-        }
+        return {row.jid: _with_endtime(salt.utils.jid.format_jid_instance(row.jid, row.load), row) for row in queries.iter_all_jobs(conn)}
 
     return store.read(every_job)
 
@@ -251,10 +250,7 @@ def get_jids_filter(store, count, filter_find_job=True):
 
     exclude = (FIND_JOB,) if filter_find_job else ()
     rows = store.read(queries.list_jobs, limit=count, exclude_funs=exclude)
-    return [
-        _with_endtime(salt.utils.jid.format_jid_instance_ext(row.jid, row.load), row)
-        for row in reversed(rows)
-    ]
+    return [_with_endtime(salt.utils.jid.format_jid_instance_ext(row.jid, row.load), row) for row in reversed(rows)]
 
 
 def get_endtime(store, jid):

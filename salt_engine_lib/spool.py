@@ -174,12 +174,7 @@ class SpoolReader:
                 except Exception as err:  # pylint: disable=broad-except
                     log.error("relay spool: undecodable record in %s at %d skipped: %s", path.name, offset + position, err)
                 position = end
-            if (
-                position < len(data)
-                and len(records) < max_records
-                and path.suffix == OPEN_SUFFIX
-                and not _writer_alive(path)
-            ):
+            if position < len(data) and len(records) < max_records and path.suffix == OPEN_SUFFIX and not _writer_alive(path):
                 # A writer killed mid-append: its call never returned, the tail was never accepted.
                 log.warning("relay spool: dropping %d bytes of an unfinished record in %s", len(data) - position, path.name)
                 position = len(data)

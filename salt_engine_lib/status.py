@@ -239,17 +239,21 @@ def render(report):
         stored = f"stored {_n(events['stored'])}{carried}"
     else:
         stored = f"published {_n(events['published'])}{carried} (workers: stored)"
-    lines.append((
-        "events",
-        f"captured {_n(events['captured'])}  kept {_n(events['kept'])}  filtered {_n(events['filtered'])}"
-        f"{f' ({reasons})' if reasons else ''}  {stored}",
-    ))
+    lines.append(
+        (
+            "events",
+            f"captured {_n(events['captured'])}  kept {_n(events['kept'])}  filtered {_n(events['filtered'])}"
+            f"{f' ({reasons})' if reasons else ''}  {stored}",
+        )
+    )
     journal = report["journal"]
-    lines.append((
-        "journal",
-        f"{_n(journal['batches'])} batches, {_bytes(journal['bytes'])} of {_bytes(journal['max_bytes'])} "
-        f"({journal['used_percent']:.1f} %), lag {journal['lag_seconds']:.1f} s",
-    ))
+    lines.append(
+        (
+            "journal",
+            f"{_n(journal['batches'])} batches, {_bytes(journal['bytes'])} of {_bytes(journal['max_bytes'])} "
+            f"({journal['used_percent']:.1f} %), lag {journal['lag_seconds']:.1f} s",
+        )
+    )
     lines.append(("outbox", f"{_bytes(report['outbox']['bytes'])} waiting"))
     dead = report["dead_letters"]
     lines.append(("dead letters", f"{_n(dead['on_disk'])} on disk, {_n(dead['in_queue']) if report['broker'] else '-'} in the DLQ"))
@@ -262,11 +266,13 @@ def render(report):
     database = report["database"]
     if database["reachable"]:
         rows = database["rows"] or {}
-        lines.append((
-            "database",
-            f"{database['url']}: schema {database['schema_revision'] or 'empty'} (code {database['code_revision']}), "
-            f"rows stored: {', '.join(f'{table} {_n(count)}' for table, count in rows.items()) or 'none'}",
-        ))
+        lines.append(
+            (
+                "database",
+                f"{database['url']}: schema {database['schema_revision'] or 'empty'} (code {database['code_revision']}), "
+                f"rows stored: {', '.join(f'{table} {_n(count)}' for table, count in rows.items()) or 'none'}",
+            )
+        )
     else:
         lines.append(("database", f"{database['url']} UNREACHABLE"))
     lines += [("WARN", warning) for warning in report["warnings"]]

@@ -37,10 +37,7 @@ def mask_url(url):
 def validate_broker_url(key, url):
     scheme = url.split("://", 1)[0] if "://" in url else ""
     if scheme not in BROKER_SCHEMES:
-        raise ConfigError(
-            f"relay:{key} {mask_url(url)!r} has an unsupported scheme {scheme!r}; "
-            f"allowed: {', '.join(BROKER_SCHEMES)}"
-        )
+        raise ConfigError(f"relay:{key} {mask_url(url)!r} has an unsupported scheme {scheme!r}; allowed: {', '.join(BROKER_SCHEMES)}")
 
 
 def validate_database_url(key, url):
@@ -50,6 +47,5 @@ def validate_database_url(key, url):
         raise ConfigError(f"relay:{key} is not a valid SQLAlchemy URL: {mask_url(url)!r}") from None
     if parsed.get_backend_name() not in DATABASE_DIALECTS:
         raise ConfigError(
-            f"relay:{key} {mask_url(url)!r} uses dialect {parsed.get_backend_name()!r}; "
-            f"allowed: {', '.join(DATABASE_DIALECTS)}"
+            f"relay:{key} {mask_url(url)!r} uses dialect {parsed.get_backend_name()!r}; allowed: {', '.join(DATABASE_DIALECTS)}"
         )

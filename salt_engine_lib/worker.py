@@ -100,7 +100,10 @@ class Worker:
         with consumer:
             log.info(
                 "relay worker %s consuming %r on %s into %s",
-                self.name, self.queue_name, mask_url(self.config.broker_url), mask_url(self.store.database_url),
+                self.name,
+                self.queue_name,
+                mask_url(self.config.broker_url),
+                mask_url(self.store.database_url),
             )
             while not self.stopping.is_set():
                 try:
@@ -245,11 +248,18 @@ class Worker:
         msg.ack()
         kind = reason.split(":", 1)[0].split("(", 1)[0].strip()[:60]
         self.counts["dead_lettered"][kind] = self.counts["dead_lettered"].get(kind, 0) + 1
-        log.error("relay worker: message %s dead-lettered to %r: %s", headers["x-relay-original-message-id"], self.config.dead_letter_queue, reason)
+        log.error(
+            "relay worker: message %s dead-lettered to %r: %s",
+            headers["x-relay-original-message-id"],
+            self.config.dead_letter_queue,
+            reason,
+        )
 
     def _dead_letter_event(self, msg, batch, tag, data, reason):
         """One event of an otherwise good batch: dead-letter it alone."""
-        message_id, body = message.encode([(tag, data)], batch.master_id, created=batch.created, returns_from_job_cache=batch.returns_from_job_cache)
+        message_id, body = message.encode(
+            [(tag, data)], batch.master_id, created=batch.created, returns_from_job_cache=batch.returns_from_job_cache
+        )
         headers = {
             REASON_HEADER: f"event {str(tag)[:200]!r} rejected: {reason}"[:MAX_REASON_CHARS],
             "x-relay-failed-at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

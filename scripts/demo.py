@@ -55,8 +55,15 @@ DATABASES = {
     "postgresql": {"host": "127.0.0.1", "port": 5432, "user": "postgres"},
 }
 BROKER_URLS = {"rabbitmq": "amqp://guest:guest@127.0.0.1:5672//", "redis": "redis://127.0.0.1:6379/0"}
-DB_ALIASES = {"": "sqlite", "sqlite": "sqlite", "mariadb": "mariadb", "mysql": "mariadb",
-              "postgresql": "postgresql", "postgres": "postgresql", "pg": "postgresql"}
+DB_ALIASES = {
+    "": "sqlite",
+    "sqlite": "sqlite",
+    "mariadb": "mariadb",
+    "mysql": "mariadb",
+    "postgresql": "postgresql",
+    "postgres": "postgresql",
+    "pg": "postgresql",
+}
 
 STATE_SLS = """\
 # The demo state: one file per minion, plus a check that always succeeds.
@@ -199,21 +206,23 @@ class Database:
             if self.kind == "mariadb":
                 import pymysql
 
-                conn = pymysql.connect(host=server["host"], port=server["port"], user=server["user"],
-                                       password="", connect_timeout=5, autocommit=True)
+                conn = pymysql.connect(
+                    host=server["host"], port=server["port"], user=server["user"], password="", connect_timeout=5, autocommit=True
+                )
             else:
                 try:
                     import psycopg
                 except ImportError:
-                    raise DemoError("--db postgresql needs psycopg: pip install -e '.[postgres]' "
-                                    "(scripts/demo.sh does this when given --db postgresql)") from None
-                conn = psycopg.connect(host=server["host"], port=server["port"], user=server["user"],
-                                       dbname="postgres", connect_timeout=5, autocommit=True)
+                    raise DemoError(
+                        "--db postgresql needs psycopg: pip install -e '.[postgres]' (scripts/demo.sh does this when given --db postgresql)"
+                    ) from None
+                conn = psycopg.connect(
+                    host=server["host"], port=server["port"], user=server["user"], dbname="postgres", connect_timeout=5, autocommit=True
+                )
         except DemoError:
             raise
         except Exception as err:  # pylint: disable=broad-except
-            raise DemoError(f"cannot connect to {where}: {err}\n"
-                            "  (scripts/ensure-services.sh --setup starts and configures it)") from None
+            raise DemoError(f"cannot connect to {where}: {err}\n  (scripts/ensure-services.sh --setup starts and configures it)") from None
         try:
             with conn.cursor() as cur:
                 cur.execute(statement)
@@ -308,32 +317,37 @@ class Demo:
         if self.db.url:
             master["relay"] = {"database_url": self.db.url}
         if self.args.broker_url:
-            master.setdefault("relay", {}).update({
-                "broker_url": self.args.broker_url,
-                "queue": self.queue,
-                "dead_letter_queue": f"{self.queue}.dlq",
-            })
+            master.setdefault("relay", {}).update(
+                {
+                    "broker_url": self.args.broker_url,
+                    "queue": self.queue,
+                    "dead_letter_queue": f"{self.queue}.dlq",
+                }
+            )
         write_yaml(m / "master", master)
         for minion_id in MINIONS:
             d = self.root / minion_id
-            write_yaml(d / "minion", {
-                "id": minion_id,
-                "user": user,
-                "master": "127.0.0.1",
-                "master_port": ret_port,
-                "publish_port": publish_port,
-                "root_dir": str(d),
-                "pki_dir": str(d / "pki"),
-                "cachedir": str(d / "cache"),
-                "sock_dir": str(d / "sock"),
-                "extension_modules": str(d / "extmods"),
-                "pidfile": str(d / "minion.pid"),
-                "log_file": str(d / "minion.log"),
-                "log_level": "warning",
-                "multiprocessing": False,
-                "acceptance_wait_time": 1,
-                "random_reauth_delay": 0,
-            })
+            write_yaml(
+                d / "minion",
+                {
+                    "id": minion_id,
+                    "user": user,
+                    "master": "127.0.0.1",
+                    "master_port": ret_port,
+                    "publish_port": publish_port,
+                    "root_dir": str(d),
+                    "pki_dir": str(d / "pki"),
+                    "cachedir": str(d / "cache"),
+                    "sock_dir": str(d / "sock"),
+                    "extension_modules": str(d / "extmods"),
+                    "pidfile": str(d / "minion.pid"),
+                    "log_file": str(d / "minion.log"),
+                    "log_level": "warning",
+                    "multiprocessing": False,
+                    "acceptance_wait_time": 1,
+                    "random_reauth_delay": 0,
+                },
+            )
 
     # -- daemons
     def start_daemon(self, name, program, config_dir, log_file, argv=None):
@@ -341,7 +355,10 @@ class Demo:
         out = open(self.root / f"{name}.console", "wb")  # pylint: disable=consider-using-with
         try:
             self.procs[name] = subprocess.Popen(  # pylint: disable=consider-using-with
-                argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
                 start_new_session=True,  # Ctrl-C goes to this script, which stops them in order
                 preexec_fn=_set_parent_death_signal,
             )
@@ -372,8 +389,10 @@ class Demo:
         for name, proc in self.procs.items():
             members = _group_members(proc.pid)
             if proc.poll() is None or members:
-                print(f"  {name}: still running after {STOP_TIMEOUT:.0f} s, sending SIGKILL to pids "
-                      f"{sorted(members) or [proc.pid]}", flush=True)
+                print(
+                    f"  {name}: still running after {STOP_TIMEOUT:.0f} s, sending SIGKILL to pids {sorted(members) or [proc.pid]}",
+                    flush=True,
+                )
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.killpg(proc.pid, signal.SIGKILL)
                 with contextlib.suppress(subprocess.TimeoutExpired):
@@ -402,11 +421,9 @@ class Demo:
         argv = [str(BIN_DIR / program), "-c", str(self.master_dir), *args]
         started = time.monotonic()
         try:
-            result = subprocess.run(argv, capture_output=True, text=True, timeout=timeout,
-                                    stdin=subprocess.DEVNULL, check=False)
+            result = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL, check=False)
         except subprocess.TimeoutExpired as err:
-            result = subprocess.CompletedProcess(argv, 124, _text(err.stdout),
-                                                 _text(err.stderr) + f"\n(timed out after {timeout} s)")
+            result = subprocess.CompletedProcess(argv, 124, _text(err.stdout), _text(err.stderr) + f"\n(timed out after {timeout} s)")
         if show:
             show_command(argv, result, time.monotonic() - started)
         return result
@@ -431,8 +448,10 @@ class Demo:
                 note(f"waiting for minions ({status})")
                 last = status
             if time.monotonic() > deadline:
-                raise DemoError(f"the minions did not all answer test.ping within {PING_WAIT} s ({status});"
-                                f" logs: {self.root}/*/*.log\n{result.stdout}{result.stderr}")
+                raise DemoError(
+                    f"the minions did not all answer test.ping within {PING_WAIT} s ({status});"
+                    f" logs: {self.root}/*/*.log\n{result.stdout}{result.stderr}"
+                )
             time.sleep(1)
 
     def salt_job(self, label, *salt_args):
@@ -455,16 +474,14 @@ class Demo:
         found, error = set(), ""
         while time.monotonic() < deadline:
             try:
-                found = {row[0] for row in self.db.query(
-                    "SELECT tag FROM events WHERE tag LIKE :prefix", {"prefix": f"salt/job/{jid}/%"})}
+                found = {row[0] for row in self.db.query("SELECT tag FROM events WHERE tag LIKE :prefix", {"prefix": f"salt/job/{jid}/%"})}
             except Exception as err:  # pylint: disable=broad-except  # e.g. locked: retry
                 error = f" (last error: {type(err).__name__}: {err})"
             if wanted <= found:
                 note(f"the engine stored the {len(wanted)} events of the test.ping job {jid}")
                 return True
             time.sleep(0.5)
-        self.fail(f"the engine did not store the events of job {jid} within {EVENTS_WAIT} s; "
-                  f"missing: {sorted(wanted - found)}{error}")
+        self.fail(f"the engine did not store the events of job {jid} within {EVENTS_WAIT} s; missing: {sorted(wanted - found)}{error}")
         return False
 
     def wait_for_fresh_stats(self, since):
@@ -485,8 +502,10 @@ class Demo:
         except (OSError, ValueError) as err:
             note(f"(cannot read {self.stats_file}: {err})")
             return
-        print(f"\nengine stats ({self.stats_file}, written "
-              f"{max(0.0, time.time() - stats.get('updated', 0)):.1f} s ago by pid {stats.get('pid')}):")
+        print(
+            f"\nengine stats ({self.stats_file}, written "
+            f"{max(0.0, time.time() - stats.get('updated', 0)):.1f} s ago by pid {stats.get('pid')}):"
+        )
         for key in ("mode", "captured", "accepted", "journaled", "forwarded", "rejected", "pending", "reader_overflowed"):
             if key in stats:
                 note(f"{key:20} {stats[key]}")
@@ -494,9 +513,24 @@ class Demo:
         note(f"{'dropped':20} {sum(dropped.values())}" + ("" if not dropped else "  by reason:"))
         for reason, count in sorted(dropped.items(), key=lambda item: (-item[1], item[0])):
             note(f"{'':22} {count:5}  {reason}")
-        extra = {k: v for k, v in stats.items() if k not in
-                 ("mode", "captured", "accepted", "journaled", "forwarded", "rejected", "pending", "reader_overflowed", "dropped",
-                  "pid", "updated")}
+        extra = {
+            k: v
+            for k, v in stats.items()
+            if k
+            not in (
+                "mode",
+                "captured",
+                "accepted",
+                "journaled",
+                "forwarded",
+                "rejected",
+                "pending",
+                "reader_overflowed",
+                "dropped",
+                "pid",
+                "updated",
+            )
+        }
         for key, value in extra.items():
             note(f"{key:20} {value}")
 
@@ -510,12 +544,13 @@ class Demo:
             note(f"{table:8} {count:6} rows")
         for label, jid in self.jids.items():
             job = self.db.query("SELECT fun FROM jobs WHERE jid = :jid", {"jid": jid})
-            minions = sorted(row[0] for row in self.db.query(
-                "SELECT minion_id FROM returns WHERE jid = :jid", {"jid": jid}))
+            minions = sorted(row[0] for row in self.db.query("SELECT minion_id FROM returns WHERE jid = :jid", {"jid": jid}))
             expected = [MASTER_ID] if label == "runner" else sorted(MINIONS)
             ok = bool(job) and set(expected) <= set(minions)
-            note(f"{'ok     ' if ok else 'MISSING'} {jid}  {job[0][0] if job else '(no job row)':22}"
-                 f" returns from: {', '.join(minions) or 'none'}")
+            note(
+                f"{'ok     ' if ok else 'MISSING'} {jid}  {job[0][0] if job else '(no job row)':22}"
+                f" returns from: {', '.join(minions) or 'none'}"
+            )
             if not ok:
                 self.fail(f"the store lacks job {jid} ({label}) or returns of {', '.join(expected)}")
 
@@ -536,17 +571,26 @@ class Demo:
         if self.db.kind != "sqlite":
             self.db.create()
         note(f"store      {self.db.describe()}")
-        note(f"broker     {self.args.broker_name + ' (queue ' + self.queue + ')' if self.args.broker_url else 'none (embedded mode: the engine writes to the store itself)'}")
+        note(
+            f"broker     {self.args.broker_name + ' (queue ' + self.queue + ')' if self.args.broker_url else 'none (embedded mode: the engine writes to the store itself)'}"
+        )
         self.write_configs()
 
         section("Starting a salt-master and two salt-minions")
-        note(f"127.0.0.1, publish_port {self.publish_port}, ret_port {self.ret_port}; "
-             "master config: master_job_cache: relay, engines: [relay: {}]")
+        note(
+            f"127.0.0.1, publish_port {self.publish_port}, ret_port {self.ret_port}; "
+            "master config: master_job_cache: relay, engines: [relay: {}]"
+        )
         self.start_daemon("master", "salt-master", self.master_dir, self.master_log)
         if self.args.broker_url:
             # The worker reads the same relay: block from the master config.
-            self.start_daemon("worker", "salt-relay", self.master_dir, None,
-                              argv=[str(BIN_DIR / "salt-relay"), "-c", str(self.master_dir), "-l", "info", "worker"])
+            self.start_daemon(
+                "worker",
+                "salt-relay",
+                self.master_dir,
+                None,
+                argv=[str(BIN_DIR / "salt-relay"), "-c", str(self.master_dir), "-l", "info", "worker"],
+            )
         time.sleep(1)
         for minion_id in MINIONS:
             self.start_daemon(minion_id, "salt-minion", self.root / minion_id, self.root / minion_id / "minion.log")
@@ -577,8 +621,10 @@ class Demo:
             result = self.run("salt-run", "jobs.lookup_jid", ping_jid)
             missing = sorted(set(MINIONS) - minion_headers(result.stdout or ""))
             if result.returncode != 0 or missing:
-                self.fail(f"`salt-run jobs.lookup_jid {ping_jid}` exited with {result.returncode}"
-                          + (f", no result of {', '.join(missing)}" if missing else ""))
+                self.fail(
+                    f"`salt-run jobs.lookup_jid {ping_jid}` exited with {result.returncode}"
+                    + (f", no result of {', '.join(missing)}" if missing else "")
+                )
 
         section("What salt-relay stored")
         result = self.run("salt-relay", "status")
@@ -654,22 +700,29 @@ def _processes_mentioning(text):
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(
         description="Start a throwaway salt-master with the relay engine and job cache plus two "
-                    "salt-minions (all under /tmp/relay-demo-XXXX, 127.0.0.1 only), run a few jobs "
-                    "and show what salt-relay stored. Exit 0 if every check passed.",
+        "salt-minions (all under /tmp/relay-demo-XXXX, 127.0.0.1 only), run a few jobs "
+        "and show what salt-relay stored. Exit 0 if every check passed.",
         epilog="Environment: DB and BROKER give the defaults of --db and --broker. "
-               "The salt daemons and CLIs come from the venv of the Python running this script.",
+        "The salt daemons and CLIs come from the venv of the Python running this script.",
     )
-    parser.add_argument("--db", default=os.environ.get("DB", "sqlite"), metavar="{sqlite,mariadb,postgresql}",
-                        help="the store: sqlite = the embedded default (<cachedir>/relay/relay.db); "
-                             "mariadb (127.0.0.1:3306, root) or postgresql (127.0.0.1:5432, postgres): a "
-                             "database created for the run and dropped at the end (default: $DB or sqlite)")
-    parser.add_argument("--broker", default=os.environ.get("BROKER", ""), metavar="{rabbitmq,redis,URL}",
-                        help="run the broker pipeline: the engine publishes to RabbitMQ (127.0.0.1:5672, "
-                             "guest) or Redis (127.0.0.1:6379) and a `salt-relay worker` stores; a "
-                             "queue is created for the run and deleted at the end (default: $BROKER, "
-                             "empty = the embedded mode, no broker)")
-    parser.add_argument("--keep", action="store_true",
-                        help="keep the temp dir (configs, logs, SQLite file) and the --db database")
+    parser.add_argument(
+        "--db",
+        default=os.environ.get("DB", "sqlite"),
+        metavar="{sqlite,mariadb,postgresql}",
+        help="the store: sqlite = the embedded default (<cachedir>/relay/relay.db); "
+        "mariadb (127.0.0.1:3306, root) or postgresql (127.0.0.1:5432, postgres): a "
+        "database created for the run and dropped at the end (default: $DB or sqlite)",
+    )
+    parser.add_argument(
+        "--broker",
+        default=os.environ.get("BROKER", ""),
+        metavar="{rabbitmq,redis,URL}",
+        help="run the broker pipeline: the engine publishes to RabbitMQ (127.0.0.1:5672, "
+        "guest) or Redis (127.0.0.1:6379) and a `salt-relay worker` stores; a "
+        "queue is created for the run and deleted at the end (default: $BROKER, "
+        "empty = the embedded mode, no broker)",
+    )
+    parser.add_argument("--keep", action="store_true", help="keep the temp dir (configs, logs, SQLite file) and the --db database")
     args = parser.parse_args(argv)
     kind = DB_ALIASES.get(args.db.strip().lower())
     if kind is None:
@@ -691,8 +744,11 @@ def main(argv=None):
     args = parse_args(argv)
     for program in ("salt-master", "salt-minion", "salt", "salt-run", "salt-relay"):
         if not (BIN_DIR / program).exists():
-            print(f"error: {BIN_DIR / program} not found: run this with the Python of a venv where "
-                  "salt-relay is installed (scripts/demo.sh does that)", file=sys.stderr)
+            print(
+                f"error: {BIN_DIR / program} not found: run this with the Python of a venv where "
+                "salt-relay is installed (scripts/demo.sh does that)",
+                file=sys.stderr,
+            )
             return 2
 
     def interrupted(signum, _frame):
@@ -719,8 +775,10 @@ def main(argv=None):
     section("Result")
     seconds = time.monotonic() - begin
     if ok and not demo.failures:
-        print(f"OK: every job returned from {' and '.join(MINIONS)}, jobs.lookup_jid shows both, and the "
-              f"store holds the jobs, returns and events ({seconds:.0f} s)")
+        print(
+            f"OK: every job returned from {' and '.join(MINIONS)}, jobs.lookup_jid shows both, and the "
+            f"store holds the jobs, returns and events ({seconds:.0f} s)"
+        )
         return 0
     print(f"FAILED ({seconds:.0f} s):")
     for failure in demo.failures:

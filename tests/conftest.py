@@ -59,8 +59,13 @@ def _mysql_admin(dialect="mysql"):
 
     try:
         return pymysql.connect(
-            host=MYSQL_HOST, port=MYSQL_PORT, user=MYSQL_USER, password="",
-            charset="utf8mb4", connect_timeout=CONNECT_TIMEOUT, autocommit=True,
+            host=MYSQL_HOST,
+            port=MYSQL_PORT,
+            user=MYSQL_USER,
+            password="",
+            charset="utf8mb4",
+            connect_timeout=CONNECT_TIMEOUT,
+            autocommit=True,
         )
     except pymysql.err.OperationalError as err:
         _server_unavailable(dialect, MYSQL_HOST, MYSQL_PORT, err)
@@ -71,8 +76,12 @@ def _postgresql_admin(dialect="postgresql"):
 
     try:
         return psycopg.connect(
-            host=POSTGRESQL_HOST, port=POSTGRESQL_PORT, user=POSTGRESQL_USER, dbname="postgres",
-            connect_timeout=CONNECT_TIMEOUT, autocommit=True,
+            host=POSTGRESQL_HOST,
+            port=POSTGRESQL_PORT,
+            user=POSTGRESQL_USER,
+            dbname="postgres",
+            connect_timeout=CONNECT_TIMEOUT,
+            autocommit=True,
         )
     except psycopg.OperationalError as err:
         _server_unavailable(dialect, POSTGRESQL_HOST, POSTGRESQL_PORT, err)

@@ -32,7 +32,14 @@ def job_events(count, start=0, payload=None):
     for index in range(start, start + count):
         jid = f"2026112513{index:010d}"
         events.append((f"salt/job/{jid}/new", {"fun": "test.ping", "tgt": "*", "minions": ["m1"], "arg": [], "jid": jid}))
-        ret = {"fun": "test.ping", "id": "m1", "jid": jid, "return": payload if payload is not None else True, "retcode": 0, "success": True}
+        ret = {
+            "fun": "test.ping",
+            "id": "m1",
+            "jid": jid,
+            "return": payload if payload is not None else True,
+            "retcode": 0,
+            "success": True,
+        }
         events.append((f"salt/job/{jid}/ret/m1", ret))
     return events
 

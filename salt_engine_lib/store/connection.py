@@ -39,7 +39,8 @@ def _verify(ssl, url):
         log.warning(
             "relay:database_ssl:verify is false: TLS to the database at %s:%s does not check the "
             "server certificate or host name, so anyone on the path can pose as the server",
-            url.host or "localhost", url.port or "default port",
+            url.host or "localhost",
+            url.port or "default port",
         )
     return False
 

@@ -101,7 +101,9 @@ def upgrade(engine, revision="head"):
             after = _revision_of(conn)
             conn.commit()
     if before != after:
-        log.info("salt-relay schema upgraded from %s to %s on %s", before, after, mask_url(engine.url.render_as_string(hide_password=False)))
+        log.info(
+            "salt-relay schema upgraded from %s to %s on %s", before, after, mask_url(engine.url.render_as_string(hide_password=False))
+        )
     return before, after
 
 

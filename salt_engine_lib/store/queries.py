@@ -28,9 +28,7 @@ def get_load(conn, jid):
 def get_jid(conn, jid):
     """``{minion_id: {"return": ..., "retcode": ..., "success": ..., "out": ...}}``."""
     rows = conn.execute(
-        sa.select(returns.c.minion_id, returns.c.ret, returns.c.document)
-        .where(returns.c.jid == str(jid))
-        .order_by(returns.c.minion_id)
+        sa.select(returns.c.minion_id, returns.c.ret, returns.c.document).where(returns.c.jid == str(jid)).order_by(returns.c.minion_id)
     )
     result = {}
     for row in rows:
@@ -84,10 +82,7 @@ def returns_of_minion(conn, minion_id, limit=50, before=None):
 
 def failed_returns(conn, since_jid, limit=100):
     query = (
-        sa.select(returns)
-        .where(returns.c.success.is_(False), returns.c.jid >= str(since_jid))
-        .order_by(returns.c.jid)
-        .limit(int(limit))
+        sa.select(returns).where(returns.c.success.is_(False), returns.c.jid >= str(since_jid)).order_by(returns.c.jid).limit(int(limit))
     )
     return list(conn.execute(query))
 
@@ -123,7 +118,4 @@ def counts(conn):
     """Row counts per table (for ``salt-relay status``)."""
     from salt_engine_lib.store.schema import events
 
-    return {
-        table.name: conn.execute(sa.select(sa.func.count()).select_from(table)).scalar()
-        for table in (jobs, returns, events)
-    }
+    return {table.name: conn.execute(sa.select(sa.func.count()).select_from(table)).scalar() for table in (jobs, returns, events)}

@@ -33,9 +33,7 @@ def purge_jobs(engine, keep_seconds, chunk_size=5000, now=None):
     removed_returns = _delete_in_chunks(
         engine,
         sa.select(returns.c.jid, returns.c.minion_id).where(returns.c.jid < cutoff).order_by(returns.c.jid),
-        lambda keys: sa.delete(returns).where(
-            sa.tuple_(returns.c.jid, returns.c.minion_id).in_([tuple(k) for k in keys])
-        ),
+        lambda keys: sa.delete(returns).where(sa.tuple_(returns.c.jid, returns.c.minion_id).in_([tuple(k) for k in keys])),
         chunk_size,
     )
     removed_jobs = _delete_in_chunks(

@@ -37,9 +37,7 @@ def upsert_statement(conn, table, update_columns=()):
     else:  # pragma: no cover - config validation rejects other dialects
         raise ValueError(f"unsupported dialect {dialect}")
     if update_columns:
-        return stmt.on_conflict_do_update(
-            index_elements=list(keys), set_={col: stmt.excluded[col] for col in update_columns}
-        )
+        return stmt.on_conflict_do_update(index_elements=list(keys), set_={col: stmt.excluded[col] for col in update_columns})
     return stmt.on_conflict_do_nothing(index_elements=list(keys))
 
 

@@ -39,8 +39,12 @@ def good_events(count=1):
     found = []
     for _ in range(count):
         jid = new_jid()
-        found.append((f"salt/job/{jid}/new", {"fun": "test.ping", "tgt": "*", "tgt_type": "glob", "minions": ["m1"], "arg": [], "jid": jid}))
-        found.append((f"salt/job/{jid}/ret/m1", {"fun": "test.ping", "id": "m1", "jid": jid, "return": True, "retcode": 0, "success": True}))
+        found.append(
+            (f"salt/job/{jid}/new", {"fun": "test.ping", "tgt": "*", "tgt_type": "glob", "minions": ["m1"], "arg": [], "jid": jid})
+        )
+        found.append(
+            (f"salt/job/{jid}/ret/m1", {"fun": "test.ping", "id": "m1", "jid": jid, "return": True, "retcode": 0, "success": True})
+        )
     return found
 
 
@@ -56,9 +60,7 @@ def event_data(store, tag):
 
 def return_row(store, jid, minion_id):
     with store.engine.connect() as conn:
-        return conn.execute(
-            sa.select(returns_table).where(returns_table.c.jid == jid, returns_table.c.minion_id == minion_id)
-        ).first()
+        return conn.execute(sa.select(returns_table).where(returns_table.c.jid == jid, returns_table.c.minion_id == minion_id)).first()
 
 
 def job_row(store, jid):

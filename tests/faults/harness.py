@@ -42,7 +42,16 @@ def _send(config_file, scenario, count, rate, results, first_seq=0):
             time.sleep(delay)
         jid = jid_of(scenario, seq)
         minion = f"fault-m{seq % MINIONS}"
-        data = {"fun": "test.ping", "fun_args": [], "id": minion, "jid": jid, "return": True, "retcode": 0, "success": True, "cmd": "_return"}
+        data = {
+            "fun": "test.ping",
+            "fun_args": [],
+            "id": minion,
+            "jid": jid,
+            "return": True,
+            "retcode": 0,
+            "success": True,
+            "cmd": "_return",
+        }
         try:
             ok = bus.fire_event(data, f"salt/job/{jid}/ret/{minion}")
         except Exception:  # pylint: disable=broad-except  # the master is restarting
@@ -89,7 +98,9 @@ class WorkerProcess:
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(  # pylint: disable=consider-using-with
                 [SALT_RELAY, "-c", "/nonexistent", "-l", "info", "worker"],
-                env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
             )
         return self
 

@@ -57,7 +57,7 @@ from tests.fake_bus import FakeReader, feed
 
 HOSTILE = "'; DROP TABLE returns; --"
 # Quotes, backslashes, LIKE wildcards, comment markers, controls, 2- and 4-byte UTF-8.
-TEN_KB = ("x'\"\\%_;--\t\n\r ünï 🚀 " * 600)[:10 * 1024]
+TEN_KB = ("x'\"\\%_;--\t\n\r ünï 🚀 " * 600)[: 10 * 1024]
 assert len(TEN_KB) == 10 * 1024
 
 
@@ -194,7 +194,16 @@ def test_five_megabyte_return_is_stored_whole(pipeline):
 
 def test_ten_kilobyte_strings_in_every_field(pipeline):
     jid = new_jid()
-    load = {"fun": TEN_KB, "tgt": TEN_KB, "tgt_type": TEN_KB, "user": TEN_KB, "arg": [TEN_KB], "jid": jid, "minions": ["m1"], TEN_KB: TEN_KB}
+    load = {
+        "fun": TEN_KB,
+        "tgt": TEN_KB,
+        "tgt_type": TEN_KB,
+        "user": TEN_KB,
+        "arg": [TEN_KB],
+        "jid": jid,
+        "minions": ["m1"],
+        TEN_KB: TEN_KB,
+    }
     ret = {"fun": TEN_KB, "id": "m1", "jid": jid, "return": TEN_KB, "fun_args": [TEN_KB], "retcode": 0, "out": TEN_KB}
     tag = "faults/long/" + TEN_KB
     bad = [(f"salt/job/{jid}/new", load), (f"salt/job/{jid}/ret/m1", ret), (tag, {TEN_KB: [TEN_KB]})]
@@ -220,9 +229,20 @@ HOSTILE_MINIONS = [HOSTILE, "m'1\"; DROP TABLE jobs;--", "back\\slash\\'", "100%
 
 def test_quotes_and_sql_in_minion_ids_and_tags_read_back_verbatim(pipeline):
     jid = new_jid()
-    load = {"fun": "test.echo", "tgt": HOSTILE, "tgt_type": "list", "arg": [HOSTILE], "jid": jid, "minions": HOSTILE_MINIONS, "user": HOSTILE}
-    rets = {m: {"fun": "test.echo", "id": m, "jid": jid, "return": f"{m} says {HOSTILE}", "retcode": 0, "success": True} for m in HOSTILE_MINIONS}
-    custom = (f"faults/quote's/\"dq\"/{HOSTILE}/{new_jid()}", {HOSTILE: HOSTILE, "k'ey\"": ["v'al\"", "\\"]})
+    load = {
+        "fun": "test.echo",
+        "tgt": HOSTILE,
+        "tgt_type": "list",
+        "arg": [HOSTILE],
+        "jid": jid,
+        "minions": HOSTILE_MINIONS,
+        "user": HOSTILE,
+    }
+    rets = {
+        m: {"fun": "test.echo", "id": m, "jid": jid, "return": f"{m} says {HOSTILE}", "retcode": 0, "success": True}
+        for m in HOSTILE_MINIONS
+    }
+    custom = (f'faults/quote\'s/"dq"/{HOSTILE}/{new_jid()}', {HOSTILE: HOSTILE, "k'ey\"": ["v'al\"", "\\"]})
     bad = [(f"salt/job/{jid}/new", load)] + [(f"salt/job/{jid}/ret/{m}", ret) for m, ret in rets.items()] + [custom]
     before, after = good_events(), good_events()
     message_id = pipeline.process(before + bad + after)
@@ -264,7 +284,10 @@ def test_nul_characters(pipeline):
         assert pipeline.store.read(queries.get_jid, jid) == {}
     else:
         assert pipeline.dead_letters(message_id, count=0) == []
-        assert pipeline.store.read(queries.get_jid, jid) == {"m1": {"return": value, "retcode": 0}, nul_minion: {"return": "ok", "retcode": 0}}
+        assert pipeline.store.read(queries.get_jid, jid) == {
+            "m1": {"return": value, "retcode": 0},
+            nul_minion: {"return": "ok", "retcode": 0},
+        }
         for tag, data in bad:
             assert event_data(pipeline.store, tag) == [data]
     assert all_stored(pipeline.store, before + after)
@@ -277,9 +300,18 @@ def test_overlong_minion_ids_and_jids_are_dead_lettered_and_the_rest_stored(pipe
     edge_id, edge_jid = "🚀é" * 127 + "x", jid + "0" * 44  # exactly 255 and 64 characters
     assert (len(edge_id), len(edge_jid)) == (255, 64)
     bad = [
-        ("id longer than 255 characters", (f"salt/job/{jid}/ret/{long_id}", {"fun": "test.ping", "id": long_id, "jid": jid, "return": True})),
-        ("jid longer than 64 characters", (f"salt/job/{long_jid}/ret/m1", {"fun": "test.ping", "id": "m1", "jid": long_jid, "return": True})),
-        ("jid longer than 64 characters", (f"salt/job/{long_jid}/new", {"fun": "test.ping", "tgt": "*", "minions": ["m1"], "jid": long_jid})),
+        (
+            "id longer than 255 characters",
+            (f"salt/job/{jid}/ret/{long_id}", {"fun": "test.ping", "id": long_id, "jid": jid, "return": True}),
+        ),
+        (
+            "jid longer than 64 characters",
+            (f"salt/job/{long_jid}/ret/m1", {"fun": "test.ping", "id": "m1", "jid": long_jid, "return": True}),
+        ),
+        (
+            "jid longer than 64 characters",
+            (f"salt/job/{long_jid}/new", {"fun": "test.ping", "tgt": "*", "minions": ["m1"], "jid": long_jid}),
+        ),
         ("missing id", (f"salt/job/{jid}/ret/nobody", {"fun": "test.ping", "jid": jid, "return": True})),
     ]
     edge = [
@@ -288,7 +320,10 @@ def test_overlong_minion_ids_and_jids_are_dead_lettered_and_the_rest_stored(pipe
     ]
     before, after = good_events(2), good_events(2)
     message_id = pipeline.process(before + [event for _, event in bad] + edge + after)
-    letters = {message.decode(body).events[0][0]: (reason, message.decode(body)) for reason, _, body in pipeline.dead_letters(message_id, count=len(bad))}
+    letters = {
+        message.decode(body).events[0][0]: (reason, message.decode(body))
+        for reason, _, body in pipeline.dead_letters(message_id, count=len(bad))
+    }
     for problem, (tag, data) in bad:
         reason, batch = letters[tag]
         assert reason.startswith(f"event {tag[:200]!r} rejected: {problem}"), reason
@@ -450,7 +485,10 @@ def test_engine_survives_lone_surrogates_and_keeps_the_batch(tmp_path, sqlite_st
     assert forward_all(relay) == []
     assert all_stored(sqlite_store, before + after)
     stats = relay.stats()
-    assert return_row(sqlite_store, jid, "m1") is not None or stats["rejected"] + stats["spool_lost_events"] + sum(stats["dropped"].values()) == 1
+    assert (
+        return_row(sqlite_store, jid, "m1") is not None
+        or stats["rejected"] + stats["spool_lost_events"] + sum(stats["dropped"].values()) == 1
+    )
 
 
 def test_engine_filter_survives_bytes_dict_keys(tmp_path, sqlite_store):
@@ -597,8 +635,10 @@ def test_returner_functions_on_each_database(store):
         "deep": nested(500),
         "nul": "a\x00b",
     }
-    refused = {"postgresql": {"nul": "UntranslatableCharacter: unsupported Unicode escape sequence"},
-               "mysql": {"deep": "CONSTRAINT `returns.ret` failed"}}.get(dialect, {})
+    refused = {
+        "postgresql": {"nul": "UntranslatableCharacter: unsupported Unicode escape sequence"},
+        "mysql": {"deep": "CONSTRAINT `returns.ret` failed"},
+    }.get(dialect, {})
     relay_returner.save_load(store, jid, {"fun": "test.echo", "tgt": HOSTILE, "user": TEN_KB}, list(cases))
     for minion, value in cases.items():
         ret = {"id": minion, "jid": jid, "fun": "test.echo", "return": value, "retcode": 0}
@@ -651,7 +691,10 @@ def test_a_return_the_database_refuses_does_not_block_the_outbox(database_url, t
     "block, message_start",
     [
         ({"batch_sise": 5}, "relay:batch_sise (from engine options) is not a known option; allowed: broker_url,"),
-        ({"broker_url": "http://guest:secret@127.0.0.1:5672//"}, "relay:broker_url 'http://guest:***@127.0.0.1:5672//' has an unsupported scheme 'http'"),
+        (
+            {"broker_url": "http://guest:secret@127.0.0.1:5672//"},
+            "relay:broker_url 'http://guest:***@127.0.0.1:5672//' has an unsupported scheme 'http'",
+        ),
         # Shown masked: a URL that does not parse could be all password.
         ({"broker_url": "guest:secret@127.0.0.1:5672"}, "relay:broker_url '<unparsable url>' has an unsupported scheme ''"),
         ({"database_url": "oracle://scott:tiger@db/salt"}, "relay:database_url 'oracle://scott:***@db/salt' uses dialect 'oracle'"),
@@ -662,8 +705,18 @@ def test_a_return_the_database_refuses_does_not_block_the_outbox(database_url, t
         ({"worker_max_attempts": -1}, "relay:worker_max_attempts must be a positive integer, got -1"),
         ({"batch_max_wait": "soon"}, "relay:batch_max_wait must be a positive number of seconds, got 'soon'"),
     ],
-    ids=["unknown-key", "http-scheme", "no-scheme", "oracle-dialect", "not-a-url", "batch-size-abc", "batch-size-12abc",
-         "float-bytes", "negative-attempts", "wait-soon"],
+    ids=[
+        "unknown-key",
+        "http-scheme",
+        "no-scheme",
+        "oracle-dialect",
+        "not-a-url",
+        "batch-size-abc",
+        "batch-size-12abc",
+        "float-bytes",
+        "negative-attempts",
+        "wait-soon",
+    ],
 )
 def test_a_broken_relay_block_raises_config_error_naming_the_key(block, message_start, caplog):
     with pytest.raises(ConfigError) as err:
@@ -680,8 +733,15 @@ def test_a_broken_relay_block_raises_config_error_naming_the_key(block, message_
 def test_unreachable_broker_journals_everything_and_counts_the_failures(scheme, tmp_path):
     port = free_port()
     url = f"amqp://guest:guest@127.0.0.1:{port}//" if scheme == "amqp" else f"redis://127.0.0.1:{port}/0"
-    cfg = config.load({"broker_url": url, "queue": "relay-faults-unreachable", "batch_size": 10, "batch_max_wait": 0.05,
-                       "broker_transport_options": {"socket_connect_timeout": 1} if scheme == "redis" else None})
+    cfg = config.load(
+        {
+            "broker_url": url,
+            "queue": "relay-faults-unreachable",
+            "batch_size": 10,
+            "batch_max_wait": 0.05,
+            "broker_transport_options": {"socket_connect_timeout": 1} if scheme == "redis" else None,
+        }
+    )
     relay = make_engine(tmp_path, cfg)
     events = good_events(15)  # 30 events: 3 batches
     relay.forwarder.start()

@@ -42,7 +42,12 @@ def test_events_lost_to_a_dropped_subscription_are_counted(small_queue_master):
     config_file = str(pathlib.Path(small_queue_master.config_dir, "master"))
     senders = [Sender(config_file, 6, 4000, 100_000, first_seq=i * 4000).start() for i in range(3)]
     fired = sum(sender.result(timeout=300)["fired"] for sender in senders)
-    stats = wait_for(lambda: (lambda s: s if s and s.get("pending") == 0 and s.get("updated", 0) and s["accepted"] >= 1 else None)(engine_stats(small_queue_master)), timeout=60)
+    stats = wait_for(
+        lambda: (lambda s: s if s and s.get("pending") == 0 and s.get("updated", 0) and s["accepted"] >= 1 else None)(
+            engine_stats(small_queue_master)
+        ),
+        timeout=60,
+    )
     assert stats
     accepted = wait_for(lambda: engine_stats(small_queue_master)["accepted"], timeout=5)
     stats = engine_stats(small_queue_master)

@@ -101,9 +101,19 @@ def run_scenario(name, scenario, master, store, fault, count=RETURNS):
     fault_ended = fault()
     sent = sender.result(timeout=count / RATE + 4 * OUTAGE + 120)
     fault_ended = fault_ended or time.monotonic()
-    counts = wait_for(lambda: (lambda t: t if t["returns_lost"] <= 0 and t["events_lost"] <= 0 else None)(tally(store, scenario, sent["fired"])), timeout=DRAIN_TIMEOUT, interval=0.5)
+    counts = wait_for(
+        lambda: (lambda t: t if t["returns_lost"] <= 0 and t["events_lost"] <= 0 else None)(tally(store, scenario, sent["fired"])),
+        timeout=DRAIN_TIMEOUT,
+        interval=0.5,
+    )
     final = counts or tally(store, scenario, sent["fired"])
-    row = {"scenario": name, "fired": sent["fired"], "not_accepted_by_bus": sent["failed"], **final, "drain_seconds": round(time.monotonic() - fault_ended, 1)}
+    row = {
+        "scenario": name,
+        "fired": sent["fired"],
+        "not_accepted_by_bus": sent["failed"],
+        **final,
+        "drain_seconds": round(time.monotonic() - fault_ended, 1),
+    }
     TABLE.append(row)
     return row
 
@@ -165,8 +175,18 @@ def test_master_restarted_with_a_spooled_backlog(master, store, worker, services
     restarted = time.monotonic()
     second = Sender(config_file(master), 4, RETURNS - half, RATE, first_seq=half).start().result(timeout=half / RATE + 120)
     fired = first["fired"] + second["fired"]
-    counts = wait_for(lambda: (lambda t: t if t["returns_lost"] <= 0 and t["events_lost"] <= 0 else None)(tally(store, 4, fired)), timeout=DRAIN_TIMEOUT, interval=0.5)
-    row = {"scenario": "salt-master restart (spool not empty)", "fired": fired, "not_accepted_by_bus": first["failed"] + second["failed"], **(counts or tally(store, 4, fired)), "drain_seconds": round(time.monotonic() - restarted, 1)}
+    counts = wait_for(
+        lambda: (lambda t: t if t["returns_lost"] <= 0 and t["events_lost"] <= 0 else None)(tally(store, 4, fired)),
+        timeout=DRAIN_TIMEOUT,
+        interval=0.5,
+    )
+    row = {
+        "scenario": "salt-master restart (spool not empty)",
+        "fired": fired,
+        "not_accepted_by_bus": first["failed"] + second["failed"],
+        **(counts or tally(store, 4, fired)),
+        "drain_seconds": round(time.monotonic() - restarted, 1),
+    }
     TABLE.append(row)
     assert_nothing_lost_or_doubled(row)
 
@@ -180,27 +200,59 @@ def test_spool_bound_hit_is_counted_and_reported(salt_factories, services, store
         try:
             sent = Sender(config_file(factory), 5, count, RATE).start().result(timeout=count / RATE + 60)
             stats_file = paths.engine_stats(factory.config)
-            stats = wait_for(lambda: (lambda s: s if s.get("accepted", 0) >= sent["fired"] and s["spool_lost_events"] > 0 else None)(json.loads(stats_file.read_text()) if stats_file.exists() else {}), timeout=30)
+            stats = wait_for(
+                lambda: (lambda s: s if s.get("accepted", 0) >= sent["fired"] and s["spool_lost_events"] > 0 else None)(
+                    json.loads(stats_file.read_text()) if stats_file.exists() else {}
+                ),
+                timeout=30,
+            )
             assert stats, "the engine did not count the events the full spool could not keep"
         finally:
             services["broker_proxy"].restore()
-        counts = wait_for(lambda: (lambda t: t if t["events_stored"] + stats["spool_lost_events"] >= sent["fired"] else None)(tally(store, 5, sent["fired"])), timeout=DRAIN_TIMEOUT)
+        counts = wait_for(
+            lambda: (lambda t: t if t["events_stored"] + stats["spool_lost_events"] >= sent["fired"] else None)(
+                tally(store, 5, sent["fired"])
+            ),
+            timeout=DRAIN_TIMEOUT,
+        )
         assert counts, tally(store, 5, sent["fired"])
         # Every event is either stored or counted as lost: nothing vanishes silently.
         assert counts["events_stored"] + stats["spool_lost_events"] == sent["fired"], (counts, stats)
         assert counts["events_doubled"] == 0
-        status = subprocess.run([SALT_RELAY, "-c", factory.config_dir, "status", "--json"], capture_output=True, text=True, timeout=60, check=False)
+        status = subprocess.run(
+            [SALT_RELAY, "-c", factory.config_dir, "status", "--json"], capture_output=True, text=True, timeout=60, check=False
+        )
         assert status.returncode == 1, status.stderr  # degraded: events were lost to the bound
         report = json.loads(status.stdout)
         assert report["state"] == "degraded" and report["events"]["lost_to_spool_bound"] == stats["spool_lost_events"]
         assert any("lost to the spool bound" in warning for warning in report["warnings"])
         log_text = pathlib.Path(factory.config["log_file"]).read_text(errors="replace")
         assert "spool is full" in log_text and "LOST" in log_text
-        TABLE.append({"scenario": "spool bound hit (100 kB)", "fired": sent["fired"], "not_accepted_by_bus": sent["failed"], **counts, "counted_lost": stats["spool_lost_events"], "drain_seconds": None})
+        TABLE.append(
+            {
+                "scenario": "spool bound hit (100 kB)",
+                "fired": sent["fired"],
+                "not_accepted_by_bus": sent["failed"],
+                **counts,
+                "counted_lost": stats["spool_lost_events"],
+                "drain_seconds": None,
+            }
+        )
 
 
 def format_table(rows):
-    columns = ["scenario", "fired", "returns_stored", "returns_lost", "returns_doubled", "events_stored", "events_lost", "events_doubled", "counted_lost", "drain_seconds"]
+    columns = [
+        "scenario",
+        "fired",
+        "returns_stored",
+        "returns_lost",
+        "returns_doubled",
+        "events_stored",
+        "events_lost",
+        "events_doubled",
+        "counted_lost",
+        "drain_seconds",
+    ]
     lines = [" | ".join(columns), " | ".join("---" for _ in columns)]
     for row in rows:
         lines.append(" | ".join(str(row.get(column, "")) for column in columns))

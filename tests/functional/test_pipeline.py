@@ -3,7 +3,6 @@
 Every test runs once per broker (RabbitMQ, Redis) on its own queue names.
 """
 
-
 import pytest
 import sqlalchemy as sa
 
@@ -51,7 +50,9 @@ def test_poison_messages_are_dead_lettered_with_the_reason(broker_url, queue_nam
     producer.close()
     publish_batches(cfg, job_events(10), per_message=10)
     with WorkerThread(cfg, sqlite_store) as worker:
-        assert wait_for(lambda: jobs_and_returns(sqlite_store) == (10, 10) and sum(worker.counts["dead_lettered"].values()) == 3, timeout=60)
+        assert wait_for(
+            lambda: jobs_and_returns(sqlite_store) == (10, 10) and sum(worker.counts["dead_lettered"].values()) == 3, timeout=60
+        )
     letters = take_all(broker_url, f"{queue_name}.dlq")
     reasons = {headers["x-relay-original-message-id"]: headers[REASON_HEADER] for headers, _ in letters}
     assert set(reasons) == {"garbage-1", "future-1", "truncated-1"}
@@ -69,7 +70,12 @@ def test_an_event_the_database_refuses_is_dead_lettered_alone(broker_url, queue_
     cfg = relay_config(broker_url, queue_name, worker_max_attempts=2)
     store = Store(database_url)
     events = job_events(5)
-    events.append(("salt/job/20261125139999999999/ret/m1", {"fun": "cmd.run", "id": "m1", "jid": "20261125139999999999", "return": "nul \x00 here", "retcode": 0}))
+    events.append(
+        (
+            "salt/job/20261125139999999999/ret/m1",
+            {"fun": "cmd.run", "id": "m1", "jid": "20261125139999999999", "return": "nul \x00 here", "retcode": 0},
+        )
+    )
     publish_batches(cfg, events, per_message=100)
     with WorkerThread(cfg, store) as worker:
         assert wait_for(lambda: sum(worker.counts["dead_lettered"].values()) == 1, timeout=60)

@@ -1,6 +1,5 @@
 """The returner through Salt's own loader with master opts, no daemons."""
 
-
 import pytest
 import salt.config
 import salt.minion
@@ -20,9 +19,22 @@ def returners(tmp_path):
 
 def test_every_job_cache_function_is_loaded(returners):
     loaded, _ = returners
-    for name in ("prep_jid", "save_load", "get_load", "save_minions", "get_jid", "get_fun", "get_jids",
-                 "get_jids_filter", "get_minions", "clean_old_jobs", "update_endtime", "get_endtime",
-                 "returner", "event_return"):
+    for name in (
+        "prep_jid",
+        "save_load",
+        "get_load",
+        "save_minions",
+        "get_jid",
+        "get_fun",
+        "get_jids",
+        "get_jids_filter",
+        "get_minions",
+        "clean_old_jobs",
+        "update_endtime",
+        "get_endtime",
+        "returner",
+        "event_return",
+    ):
         assert f"relay.{name}" in loaded, name
 
 

@@ -31,7 +31,9 @@ def start_worker(tmp_path, broker_url, queue_name, database_url, *args, log_name
     log = open(tmp_path / log_name, "ab")  # pylint: disable=consider-using-with
     return subprocess.Popen(
         [SALT_RELAY, "-c", str(tmp_path), "-l", "info", "worker", *args],
-        env=env, stdout=log, stderr=subprocess.STDOUT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
 
 

@@ -173,7 +173,9 @@ def job_returns(cluster, jid):
     # local_cache layout: <cachedir>/jobs/<sha256(jid)[:2]>/<rest>/<minion>/return.p
     import salt.utils.jid  # pylint: disable=import-outside-toplevel
 
-    jid_dir = salt.utils.jid.jid_dir(jid, os.path.join(cluster.master.config["cachedir"], "jobs"), cluster.master.config.get("hash_type", "sha256"))
+    jid_dir = salt.utils.jid.jid_dir(
+        jid, os.path.join(cluster.master.config["cachedir"], "jobs"), cluster.master.config.get("hash_type", "sha256")
+    )
     try:
         return {name for name in os.listdir(jid_dir) if os.path.isfile(os.path.join(jid_dir, name, "return.p"))}
     except OSError:

@@ -100,7 +100,9 @@ def test_jobs_reach_sql_once_through_the_broker(pipeline_master, worker, minion,
     assert expected, "the master's bus never carried the job's new and ret events"
     # All of it arrives through the engine -> broker -> worker path: every tag is kept by default.
     assert wait_for(lambda: sorted(event_tags(store, f"salt/job/{jid}/%")) == sorted(expected), timeout=60), (
-        event_tags(store, f"salt/job/{jid}/%"), expected)
+        event_tags(store, f"salt/job/{jid}/%"),
+        expected,
+    )
     with store.engine.connect() as conn:
         rows = conn.execute(sa.select(sa.func.count()).select_from(returns).where(returns.c.jid == jid)).scalar()
     assert rows == 1  # job cache and worker wrote the same return: one row
@@ -113,7 +115,14 @@ def test_find_job_polling_is_filtered_and_counted(pipeline_master, worker, minio
     result = cli.run("test.sleep", "6", "--timeout=2", minion_tgt=minion.id)
     assert result.returncode == 0, result
     stats_file = paths.engine_stats(pipeline_master.config)
-    stats = wait_for(lambda: json.loads(stats_file.read_text()) if stats_file.exists() and json.loads(stats_file.read_text())["dropped"].get("excluded_function") else None, timeout=30)
+    stats = wait_for(
+        lambda: (
+            json.loads(stats_file.read_text())
+            if stats_file.exists() and json.loads(stats_file.read_text())["dropped"].get("excluded_function")
+            else None
+        ),
+        timeout=30,
+    )
     assert stats, "saltutil.find_job returns were not counted as filtered"
     # The job cache keeps find_job returns as local_cache does; the bus events are not stored.
     with store.engine.connect() as conn:
@@ -126,7 +135,11 @@ def test_status_reports_queues_and_engine(pipeline_master, worker, minion, store
     env = {key: value for key, value in os.environ.items() if not key.startswith("SALT_RELAY_")}
     result = subprocess.run(
         [SALT_RELAY, "-c", pipeline_master.config_dir, "status", "--json"],
-        capture_output=True, text=True, timeout=60, env=env, check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     report = json.loads(result.stdout)

@@ -113,7 +113,7 @@ class MasterBusRecorder:
 
     def returned_minions(self, jid):
         prefix = f"salt/job/{jid}/ret/"
-        return {tag[len(prefix):] for tag, _ in self.events if tag.startswith(prefix)}
+        return {tag[len(prefix) :] for tag, _ in self.events if tag.startswith(prefix)}
 
 
 @pytest.fixture(scope="module")
@@ -147,8 +147,10 @@ def test_salt_cli_sees_returns_without_find_job(relay_cluster):
             started = time.monotonic()
             results.append(ping_both_minions(relay_cluster))
             seconds.append(time.monotonic() - started)
-    print(f"Salt {salt.version.__version__}: salt -L <2 minions> test.ping --timeout={CLI_TIMEOUT}, "
-          f"seconds per call: {', '.join(f'{s:.2f}' for s in seconds)}")
+    print(
+        f"Salt {salt.version.__version__}: salt -L <2 minions> test.ping --timeout={CLI_TIMEOUT}, "
+        f"seconds per call: {', '.join(f'{s:.2f}' for s in seconds)}"
+    )
 
     for result in results:
         assert result.returncode == 0 and result.data == both_true, result

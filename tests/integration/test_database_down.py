@@ -57,8 +57,6 @@ def newest_job(store, fun):
     return None
 
 
-
-
 def test_salt_works_while_the_database_is_down_and_nothing_is_lost(salt_cli, salt_run_cli, salt_minion, direct_store, proxy):
     warm = salt_cli.run("test.ping", minion_tgt=salt_minion.id)
     assert warm.returncode == 0 and warm.data is True, warm
@@ -93,6 +91,8 @@ def test_two_mebibyte_return_reaches_sql(salt_cli, salt_minion, direct_store, tm
     source.write_text("relay" + "x" * (2 * 1024 * 1024))
     result = salt_cli.run("file.read", str(source), minion_tgt=salt_minion.id)
     assert result.returncode == 0, result
-    jid = wait_for(lambda: next((r.jid for r in direct_store.read(queries.list_jobs, limit=20) if r.load.get("arg") == [str(source)]), None))
+    jid = wait_for(
+        lambda: next((r.jid for r in direct_store.read(queries.list_jobs, limit=20) if r.load.get("arg") == [str(source)]), None)
+    )
     assert jid, "the file.read job is not in the jobs table"
     assert wait_for(lambda: salt_minion.id in direct_store.read(queries.get_jid, jid))

@@ -14,8 +14,6 @@ from tests.waiting import wait_for
 pytestmark = pytest.mark.integration
 
 
-
-
 @pytest.fixture(scope="module")
 def store(relay_database_url):
     return Store(relay_database_url)
@@ -71,7 +69,9 @@ def test_runner_jobs_are_stored(salt_run_cli, store):
     result = salt_run_cli.run("test.arg", "relay-runner-arg")
     assert result.returncode == 0, result
     # stored write-behind by the engine: wait for it
-    runner_jobs = wait_for(lambda: [row for row in store.read(queries.list_jobs, limit=50) if (row.load or {}).get("fun") == "runner.test.arg"])
+    runner_jobs = wait_for(
+        lambda: [row for row in store.read(queries.list_jobs, limit=50) if (row.load or {}).get("fun") == "runner.test.arg"]
+    )
     assert runner_jobs, "runner job missing from the jobs table"
     returned = wait_for(lambda: store.read(queries.get_jid, runner_jobs[0].jid))
     assert returned, "runner return missing"

@@ -66,13 +66,13 @@ def relay_cluster(salt_factories, relay_databases):
     master = salt_factories.salt_master_daemon(f"{prefix}-master", overrides=overrides)
     # The minions get their relay config from pillar only (read by
     # --return relay and salt-call ret.*).
-    ph.write_pillar(master, {
-        "top.sls": "base:\n  '*':\n    - relay\n",
-        "relay.sls": (
-            f"relay:\n  database_url: {json.dumps(url)}\n"
-            f"{PROFILE}.relay:\n  database_url: {json.dumps(profile_url)}\n"
-        ),
-    })
+    ph.write_pillar(
+        master,
+        {
+            "top.sls": "base:\n  '*':\n    - relay\n",
+            "relay.sls": (f"relay:\n  database_url: {json.dumps(url)}\n{PROFILE}.relay:\n  database_url: {json.dumps(profile_url)}\n"),
+        },
+    )
     with master.started(start_timeout=120), ph.started_minions(master, prefix) as minions:
         cluster = ph.Cluster("relay", prefix, master, minions, store=Store(url))
         ph.add_ghost_key(cluster)
@@ -201,7 +201,12 @@ def test_return_relay_stores_in_the_database_from_pillar(relay_cluster, profile_
     minion = relay_cluster.m2
     (row,) = profile_store.read(queries.returns_of_minion, minion)
     assert (row.jid, row.fun, row.ret, row.retcode, row.success, row.master_id) == (
-        returned_by_minion, "test.echo", RETURNED, 0, True, None,  # None: written by a minion
+        returned_by_minion,
+        "test.echo",
+        RETURNED,
+        0,
+        True,
+        None,  # None: written by a minion
     )
     assert profile_store.read(queries.get_jid, returned_by_minion) == {minion: {"return": RETURNED, "retcode": 0, "success": True}}
     # the job the master published, in its job cache

@@ -20,7 +20,6 @@ from tests.waiting import wait_for
 pytestmark = pytest.mark.integration
 
 
-
 @pytest.fixture(scope="module")
 def setup():
     broker_url = check_broker("rabbitmq")

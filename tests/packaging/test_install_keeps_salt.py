@@ -57,8 +57,7 @@ def run(*command, cwd, timeout):
 def run_ok(*command, cwd, timeout=60):
     result = run(*command, cwd=cwd, timeout=timeout)
     assert result.returncode == 0, (
-        f"{command} exited {result.returncode}\n"
-        f"stdout tail:\n{result.stdout[-3000:]}\nstderr tail:\n{result.stderr[-3000:]}"
+        f"{command} exited {result.returncode}\nstdout tail:\n{result.stdout[-3000:]}\nstderr tail:\n{result.stderr[-3000:]}"
     )
     return result.stdout.strip()
 
@@ -81,7 +80,8 @@ def mount_overlay(lower, merged):
         directory.mkdir()
     mounted = subprocess.run(
         ["mount", "-t", "overlay", "overlay", "-o", f"lowerdir={lower},upperdir={upper},workdir={work}", merged],
-        capture_output=True, timeout=30,
+        capture_output=True,
+        timeout=30,
     )
     if mounted.returncode != 0:
         for directory in (upper, work, merged):
@@ -105,7 +105,9 @@ def copy_of_running_venv(destination):
     try:
         python = destination / "bin" / "python"
         seen = run_ok(
-            python, "-c", "import site, sys; print(sys.prefix); print(*site.getsitepackages(), sep='\\n')",
+            python,
+            "-c",
+            "import site, sys; print(sys.prefix); print(*site.getsitepackages(), sep='\\n')",
             cwd=destination,
         ).splitlines()
         assert seen == [str(destination), str(destination / SITE_PACKAGES)]
@@ -142,8 +144,7 @@ def test_pip_install_of_the_wheel_keeps_the_installed_salt(relay_wheel, tmp_path
         assert salt_before == importlib.metadata.version("salt")
 
         install_started = time.monotonic()
-        run_ok(python, "-m", "pip", "install", "--disable-pip-version-check", relay_wheel,
-               cwd=tmp_path, timeout=150)
+        run_ok(python, "-m", "pip", "install", "--disable-pip-version-check", relay_wheel, cwd=tmp_path, timeout=150)
         installed_in = time.monotonic() - install_started
 
         salt_after = salt_version(python, cwd=tmp_path)
@@ -154,9 +155,7 @@ def test_pip_install_of_the_wheel_keeps_the_installed_salt(relay_wheel, tmp_path
         assert salt_after == salt_before
 
         # The copy had salt-relay installed editable from this checkout; the wheel must replace it.
-        relay_location = pathlib.Path(
-            run_ok(python, "-c", "import salt_engine_lib; print(salt_engine_lib.__file__)", cwd=tmp_path)
-        )
+        relay_location = pathlib.Path(run_ok(python, "-c", "import salt_engine_lib; print(salt_engine_lib.__file__)", cwd=tmp_path))
         assert relay_location.is_relative_to(venv / SITE_PACKAGES), relay_location
         run_ok(python, "-c", "import salt.config, salt_engine_lib.engine", cwd=tmp_path)
 
@@ -179,10 +178,7 @@ def test_salt_pip_install_of_the_wheel_keeps_the_installed_salt(relay_wheel, tmp
     probe = run(sys.executable, salt_pip, "--version", cwd=tmp_path, timeout=60)
     if SALT_PIP_REFUSAL in probe.stderr:
         assert probe.returncode != 0
-        pytest.skip(
-            "salt-pip refuses outside a Salt onedir (salt.scripts.salt_pip: "
-            "_get_onedir_env_path() is None without sys.RELENV)"
-        )
+        pytest.skip("salt-pip refuses outside a Salt onedir (salt.scripts.salt_pip: _get_onedir_env_path() is None without sys.RELENV)")
     assert probe.returncode == 0, probe.stderr[-3000:]
 
     venv = tmp_path / "venv"

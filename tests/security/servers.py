@@ -94,14 +94,34 @@ def redis_server(directory, certs=None, auth_clients="optional", requirepass=Non
     port = free_port()
     log_file = directory / f"redis-{port}.log"
     args = [
-        binary, "--bind", "127.0.0.1", "--daemonize", "no", "--save", "", "--appendonly", "no",
-        "--dir", str(directory), "--logfile", str(log_file),
+        binary,
+        "--bind",
+        "127.0.0.1",
+        "--daemonize",
+        "no",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--dir",
+        str(directory),
+        "--logfile",
+        str(log_file),
     ]
     if certs is not None:
         args += [
-            "--port", "0", "--tls-port", str(port),
-            "--tls-cert-file", str(certs.server_cert), "--tls-key-file", str(certs.server_key),
-            "--tls-ca-cert-file", str(certs.ca), "--tls-auth-clients", auth_clients,
+            "--port",
+            "0",
+            "--tls-port",
+            str(port),
+            "--tls-cert-file",
+            str(certs.server_cert),
+            "--tls-key-file",
+            str(certs.server_key),
+            "--tls-ca-cert-file",
+            str(certs.ca),
+            "--tls-auth-clients",
+            auth_clients,
         ]
     else:
         args += ["--port", str(port)]
@@ -155,7 +175,13 @@ def postgresql_server(certs, hba_lines):
 
         def run(*args):
             result = subprocess.run(
-                [*run_as, *args], cwd=base, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60, check=False,
+                [*run_as, *args],
+                cwd=base,
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=False,
             )
             if result.returncode:
                 raise RuntimeError(f"{' '.join(args)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
@@ -182,7 +208,9 @@ def postgresql_server(certs, hba_lines):
         yield port, base
     finally:
         if started:
-            subprocess.run([*run_as, pg_ctl, "-D", data, "-m", "immediate", "-w", "stop"], cwd=base, capture_output=True, timeout=60, check=False)
+            subprocess.run(
+                [*run_as, pg_ctl, "-D", data, "-m", "immediate", "-w", "stop"], cwd=base, capture_output=True, timeout=60, check=False
+            )
         shutil.rmtree(base, ignore_errors=True)
 
 
@@ -204,21 +232,45 @@ def mariadb_server(directory, certs):
     tmp.mkdir(exist_ok=True)
     # Its own tmpdir: at start mariadbd deletes every "#sql*" file in its tmpdir,
     # which in /tmp would include the shared server's live temporary tables.
-    quick = [f"--tmpdir={tmp}", "--skip-name-resolve", "--skip-log-bin", "--innodb-buffer-pool-size=16M", "--innodb-flush-log-at-trx-commit=0", "--innodb-log-file-size=8M"]
+    quick = [
+        f"--tmpdir={tmp}",
+        "--skip-name-resolve",
+        "--skip-log-bin",
+        "--innodb-buffer-pool-size=16M",
+        "--innodb-flush-log-at-trx-commit=0",
+        "--innodb-log-file-size=8M",
+    ]
     result = subprocess.run(
         [install_db, "--no-defaults", f"--datadir={data}", "--auth-root-authentication-method=normal", "--skip-test-db", *as_user, *quick],
-        cwd=directory, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120, check=False,
+        cwd=directory,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
     if result.returncode:
         raise RuntimeError(f"mariadb-install-db failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
     proc = subprocess.Popen(
         [
-            mariadbd, "--no-defaults", f"--datadir={data}", f"--port={port}", "--bind-address=127.0.0.1",
-            f"--socket={sock}", f"--pid-file={directory / 'mariadb.pid'}", f"--log-error={log_file}",
-            f"--ssl-ca={certs.ca}", f"--ssl-cert={certs.server_cert}", f"--ssl-key={certs.server_key}",
-            *as_user, *quick,
+            mariadbd,
+            "--no-defaults",
+            f"--datadir={data}",
+            f"--port={port}",
+            "--bind-address=127.0.0.1",
+            f"--socket={sock}",
+            f"--pid-file={directory / 'mariadb.pid'}",
+            f"--log-error={log_file}",
+            f"--ssl-ca={certs.ca}",
+            f"--ssl-cert={certs.server_cert}",
+            f"--ssl-key={certs.server_key}",
+            *as_user,
+            *quick,
         ],
-        cwd=directory, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
+        cwd=directory,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
     )
     try:
         _wait_listening("mariadbd", proc, port, log_file)

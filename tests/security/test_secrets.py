@@ -220,7 +220,9 @@ def test_unreachable_database_errors_hide_the_password(debug_logs, closed_port, 
         assert str(err).startswith(mask_url(store.database_url) + ": ")
         assert "***" in str(err)
     assert_hidden(
-        errors="\n".join(error_text(err) for err in errors), repr=repr(store), logs=debug_logs.text,
+        errors="\n".join(error_text(err) for err in errors),
+        repr=repr(store),
+        logs=debug_logs.text,
     )
 
 
@@ -236,7 +238,9 @@ def test_mariadb_refusing_the_password_does_not_echo_it(debug_logs):
 @pytest.mark.postgresql
 def test_postgresql_refusing_the_login_does_not_echo_the_password(debug_logs):
     shared._postgresql_admin().close()
-    store = Store(f"postgresql+psycopg://no_such_role_{uuid.uuid4().hex[:6]}:{PASSWORD}@{shared.POSTGRESQL_HOST}:{shared.POSTGRESQL_PORT}/postgres")
+    store = Store(
+        f"postgresql+psycopg://no_such_role_{uuid.uuid4().hex[:6]}:{PASSWORD}@{shared.POSTGRESQL_HOST}:{shared.POSTGRESQL_PORT}/postgres"
+    )
     errors = store_errors(store)
     assert "no_such_role" in str(errors[0])
     assert_hidden(errors="\n".join(error_text(err) for err in errors), logs=debug_logs.text)
@@ -265,12 +269,19 @@ def test_dead_letter_reasons_hide_the_database_password(debug_logs, password_red
     name = unique_queue()
     cfg = config.load(
         {
-            "broker_url": broker_url, "queue": name, "dead_letter_queue": f"{name}.dlq",
-            "batch_max_wait": 0.05, "worker_max_attempts": 1, "worker_prefetch": 1,
+            "broker_url": broker_url,
+            "queue": name,
+            "dead_letter_queue": f"{name}.dlq",
+            "batch_max_wait": 0.05,
+            "worker_max_attempts": 1,
+            "worker_prefetch": 1,
         }
     )
     # PostgreSQL refuses NUL characters: a real refusal while the database is up.
-    nul = ("salt/job/20261125139999999999/ret/m1", {"fun": "cmd.run", "id": "m1", "jid": "20261125139999999999", "return": "nul \x00 here", "retcode": 0})
+    nul = (
+        "salt/job/20261125139999999999/ret/m1",
+        {"fun": "cmd.run", "id": "m1", "jid": "20261125139999999999", "return": "nul \x00 here", "retcode": 0},
+    )
     publish_batches(cfg, [nul], per_message=1)  # refused whole: "the database refused the batch"
     publish_batches(cfg, [*job_events(2), nul], per_message=10)  # refused event by event
     store = Store(password_postgresql)
@@ -297,7 +308,12 @@ def start_salt_relay(config_dir, *args, env=None):
     environ.update(env or {})
     return subprocess.Popen(
         [sys.executable, "-m", "salt_engine_lib.cli", "-c", str(config_dir), "-l", "debug", *args],
-        cwd=REPO, env=environ, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cwd=REPO,
+        env=environ,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
 
 
@@ -328,7 +344,9 @@ def test_cli_errors_hide_the_passwords(tmp_path, closed_port):
         start_salt_relay(tmp_path, "db", "current", env=env),
         start_salt_relay(tmp_path, "status", "--json", env=sqlite_env),
     ]
-    (status_rc, status_out, status_err), (current_rc, current_out, current_err), (partial_rc, partial_out, partial_err) = map(finish, started)
+    (status_rc, status_out, status_err), (current_rc, current_out, current_err), (partial_rc, partial_out, partial_err) = map(
+        finish, started
+    )
     assert current_rc == 1, current_err[-2000:]
     assert f"StoreError: mysql+pymysql://relay:***@127.0.0.1:{closed_port}/relay" in current_err
     assert status_rc == 2, status_err[-2000:]
@@ -338,8 +356,12 @@ def test_cli_errors_hide_the_passwords(tmp_path, closed_port):
     assert report["broker"]["url"] == f"amqp://relay:***@127.0.0.1:{closed_port}//"
     assert report["broker"]["error"].startswith(f"amqp://relay:***@127.0.0.1:{closed_port}//: ")
     assert_hidden(
-        status_out=status_out, status_err=status_err, current_out=current_out, current_err=current_err,
-        partial_out=partial_out, partial_err=partial_err,
+        status_out=status_out,
+        status_err=status_err,
+        current_out=current_out,
+        current_err=current_err,
+        partial_out=partial_out,
+        partial_err=partial_err,
     )
 
 
@@ -360,7 +382,8 @@ def test_cli_at_work_hides_the_passwords(tmp_path, password_redis, password_post
     assert report["broker"]["url"] == f"redis://:***@127.0.0.1:{password_redis}/0"
     assert report["database"]["url"].startswith(f"postgresql+psycopg://{shared.POSTGRESQL_USER}:***@")
     assert report["broker"]["queues"] == {
-        env["SALT_RELAY_QUEUE"]: {"messages": 0, "consumers": None}, "salt-relay.dlq": {"messages": 0, "consumers": None},
+        env["SALT_RELAY_QUEUE"]: {"messages": 0, "consumers": None},
+        "salt-relay.dlq": {"messages": 0, "consumers": None},
     }
     # The worker logs its broker and database when it starts consuming.
     worker = start_salt_relay(tmp_path, "worker", env=env)

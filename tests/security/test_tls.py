@@ -300,7 +300,9 @@ def test_postgresql_client_certificate_is_presented(tls_postgresql, certs, other
         Store(url, ssl={"ca": str(certs.ca)}).write_batch(*job_rows(1))
     connection.dispose_all()
     with pytest.raises(StoreError, match="unknown ca"):  # signed by another CA: the server rejects the handshake
-        Store(url, ssl={"ca": str(certs.ca), "cert": str(other_certs.client_cert), "key": str(other_certs.client_key)}).write_batch(*job_rows(1))
+        Store(url, ssl={"ca": str(certs.ca), "cert": str(other_certs.client_cert), "key": str(other_certs.client_key)}).write_batch(
+            *job_rows(1)
+        )
     connection.dispose_all()
     store = Store(url, ssl={"ca": str(certs.ca), "cert": str(certs.client_cert), "key": str(certs.client_key)})
     store.write_batch(*job_rows(3))
@@ -420,7 +422,9 @@ def test_mariadb_client_certificate_is_presented(tls_mariadb, certs, other_certs
     connection.dispose_all()
     # Signed by another CA: the server drops the handshake (the client sees an SSL EOF).
     with pytest.raises(StoreError, match="SSL"):
-        Store(url, ssl={"ca": str(certs.ca), "cert": str(other_certs.client_cert), "key": str(other_certs.client_key)}).write_batch(*job_rows(1))
+        Store(url, ssl={"ca": str(certs.ca), "cert": str(other_certs.client_cert), "key": str(other_certs.client_key)}).write_batch(
+            *job_rows(1)
+        )
     connection.dispose_all()
     store = Store(url, ssl={"ca": str(certs.ca), "cert": str(certs.client_cert), "key": str(certs.client_key)})
     store.write_batch(*job_rows(3))

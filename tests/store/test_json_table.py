@@ -18,16 +18,36 @@ from tests.conftest import server_database
 pytestmark = pytest.mark.mysql
 
 JID = "20261125150000123456"
-AWKWARD = ["it's", 'say "hi"', "back\\slash", "tab\t new\n line\r", "nul\x00byte", "ctrl-z\x1a", "é 😀 中文", "", "%s %(x)s ?", "'); DROP TABLE returns; --"]
+AWKWARD = [
+    "it's",
+    'say "hi"',
+    "back\\slash",
+    "tab\t new\n line\r",
+    "nul\x00byte",
+    "ctrl-z\x1a",
+    "é 😀 中文",
+    "",
+    "%s %(x)s ?",
+    "'); DROP TABLE returns; --",
+]
 
 
 def awkward_rows():
     now = datetime.datetime(2026, 11, 25, 15, 0, 0)  # no microseconds: the shortest DATETIME text
-    job_rows = [records.job_row(JID, {"fun": "test.echo", "tgt": AWKWARD, "user": AWKWARD[6], "arg": AWKWARD}, ["m0", "m1"], "master-1", now=now)]
+    job_rows = [
+        records.job_row(JID, {"fun": "test.echo", "tgt": AWKWARD, "user": AWKWARD[6], "arg": AWKWARD}, ["m0", "m1"], "master-1", now=now)
+    ]
     return_rows = []
     for index, value in enumerate(AWKWARD + [None, True, False, 0, -1, 2**63 - 1, 1.5, {"nested": AWKWARD}, [None]]):
-        ret = {"id": f"m{index}", "jid": JID, "fun": "test.echo", "return": value, "retcode": index if index % 3 else None,
-               "success": [True, False, None][index % 3], "_stamp": f"2026-11-25T15:00:00.{index:06d}+00:00"}
+        ret = {
+            "id": f"m{index}",
+            "jid": JID,
+            "fun": "test.echo",
+            "return": value,
+            "retcode": index if index % 3 else None,
+            "success": [True, False, None][index % 3],
+            "_stamp": f"2026-11-25T15:00:00.{index:06d}+00:00",
+        }
         return_rows.append(records.return_row(ret, "master-1", now=now + datetime.timedelta(microseconds=index)))
     event_rows = [records.event_row(f"tag/{index}/{text}", {"value": text}, "master-1", now=now) for index, text in enumerate(AWKWARD)]
     return job_rows, return_rows, event_rows

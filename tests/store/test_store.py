@@ -74,12 +74,8 @@ def _batch(now):
         records.return_row(minion_return(j2, "m1", "state.apply", ret={"file_|-x": {"result": True}}), now=now),
     ]
     event_rows = [
-        records.event_row(
-            f"salt/job/{j1}/new", {"jid": j1, "fun": "test.ping", "_stamp": "2026-01-02T03:04:05.5"}, "master1", now=now
-        ),
-        records.event_row(
-            f"salt/job/{j1}/ret/m1", {"id": "m1", "return": True, "_stamp": "2026-01-02T03:04:06"}, "master1", now=now
-        ),
+        records.event_row(f"salt/job/{j1}/new", {"jid": j1, "fun": "test.ping", "_stamp": "2026-01-02T03:04:05.5"}, "master1", now=now),
+        records.event_row(f"salt/job/{j1}/ret/m1", {"id": "m1", "return": True, "_stamp": "2026-01-02T03:04:06"}, "master1", now=now),
         records.event_row("salt/key", {"act": "accept", "id": "m3"}, "master1", now=now),
     ]
     return job_rows, return_rows, event_rows
@@ -113,7 +109,12 @@ def test_stored_rows_keep_their_content(store):
     assert job["user"] == "root" and job["tgt"] == "*" and job["tgt_type"] == "glob"
     ret = stored["returns"][0]
     assert (ret["jid"], ret["minion_id"], ret["fun"], ret["ret"], ret["retcode"], ret["success"]) == (
-        jid_at(0), "m1", "test.ping", True, 0, True,
+        jid_at(0),
+        "m1",
+        "test.ping",
+        True,
+        0,
+        True,
     )
     assert "return" not in ret["document"] and ret["document"]["cmd"] == "_return"
     # microseconds survive (DATETIME(6) on MySQL)
@@ -196,8 +197,9 @@ def test_minion_salt_call_and_runner_returns(store):
     rows = [records.return_row(doc) for doc in (minion_ok, minion_failed, salt_call, runner)]
     store.write_batch(jobs=[records.job_row(jid, publish_load(jid, "cmd.retcode"))], returns=rows)
 
-    outcome = {m: (_stored_return(store, jid, m)["retcode"], _stored_return(store, jid, m)["success"])
-               for m in ("m1", "m2", "m3", "m_master")}
+    outcome = {
+        m: (_stored_return(store, jid, m)["retcode"], _stored_return(store, jid, m)["success"]) for m in ("m1", "m2", "m3", "m_master")
+    }
     assert outcome == {"m1": (0, True), "m2": (3, False), "m3": (1, False), "m_master": (None, False)}
     assert _stored_return(store, jid, "m_master")["ret"] == runner["return"]
     assert _stored_return(store, jid, "m_master")["fun"] == "runner.test.arg"
@@ -288,12 +290,13 @@ def test_list_jobs_time_bounds_and_excluded_functions(store):
     bounded = [row.jid for row in store.read(queries.list_jobs, start=start, end=end)]
     assert bounded == sorted([jid_at(i) for i in range(5, 15)] + [jid_at(9.5)], reverse=True)
 
-    excluded = [row.jid for row in store.read(
-        queries.list_jobs, exclude_funs=["saltutil.find_job", "saltutil.running"])]
+    excluded = [row.jid for row in store.read(queries.list_jobs, exclude_funs=["saltutil.find_job", "saltutil.running"])]
     assert excluded == sorted([jid_at(i) for i in range(20) if i not in (3, 7, 8)] + [jid_at(9.5)], reverse=True)
 
-    both = [row.jid for row in store.read(
-        queries.list_jobs, limit=3, start=start, end=end, exclude_funs=["saltutil.find_job", "saltutil.running"])]
+    both = [
+        row.jid
+        for row in store.read(queries.list_jobs, limit=3, start=start, end=end, exclude_funs=["saltutil.find_job", "saltutil.running"])
+    ]
     assert both == [jid_at(14), jid_at(13), jid_at(12)]
 
 
@@ -325,17 +328,18 @@ def test_latest_return_of_fun_picks_newest_jid_per_minion(store):
     def ret(jid, minion, fun, value):
         return records.return_row(minion_return(jid, minion, fun, ret=value))
 
-    store.write_batch(returns=[
-        ret(jid_at(0), "m1", "state.apply", "m1-old"),
-        ret(jid_at(5), "m1", "state.apply", "m1-new"),
-        ret(jid_at(3), "m1", "state.apply", "m1-mid"),
-        ret(jid_at(9), "m1", "test.ping", "newer but another function"),
-        ret(jid_at(2), "m2", "state.apply", "m2-only"),
-        ret(jid_at(1), "m3", "test.ping", "no state.apply"),
-    ])
+    store.write_batch(
+        returns=[
+            ret(jid_at(0), "m1", "state.apply", "m1-old"),
+            ret(jid_at(5), "m1", "state.apply", "m1-new"),
+            ret(jid_at(3), "m1", "state.apply", "m1-mid"),
+            ret(jid_at(9), "m1", "test.ping", "newer but another function"),
+            ret(jid_at(2), "m2", "state.apply", "m2-only"),
+            ret(jid_at(1), "m3", "test.ping", "no state.apply"),
+        ]
+    )
     assert store.read(queries.latest_return_of_fun, "state.apply") == {"m1": "m1-new", "m2": "m2-only"}
-    assert store.read(queries.latest_return_of_fun, "test.ping") == {
-        "m1": "newer but another function", "m3": "no state.apply"}
+    assert store.read(queries.latest_return_of_fun, "test.ping") == {"m1": "newer but another function", "m3": "no state.apply"}
     assert store.read(queries.latest_return_of_fun, "nothing.here") == {}
 
 
@@ -381,9 +385,7 @@ def test_hostile_strings_round_trip(store):
     ]
     store.write_batch(events=[records.event_row(tag, {"tag": tag, "blob": big, "n": i}) for i, tag in enumerate(tags)])
 
-    assert store.read(queries.get_jid, jid) == {
-        m: {"return": doc["return"], "retcode": 0, "success": True} for m, doc in rets.items()
-    }
+    assert store.read(queries.get_jid, jid) == {m: {"return": doc["return"], "retcode": 0, "success": True} for m, doc in rets.items()}
     assert store.read(queries.get_load, jid)["tgt_note"] == big
     assert store.read(queries.get_load, jid)["Minions"] == sorted(minions)
     assert set(store.read(queries.minion_ids)) == set(minions)
@@ -412,8 +414,7 @@ def test_minion_ids_are_case_sensitive(store):
     rets = {m: minion_return(jid, m, ret=m) for m in ("Web1", "web1", "WEB1")}
     write_job(store, jid, minions=tuple(rets), rets=rets)
     assert counts(store)["returns"] == 3
-    assert {m: entry["return"] for m, entry in store.read(queries.get_jid, jid).items()} == {
-        "Web1": "Web1", "web1": "web1", "WEB1": "WEB1"}
+    assert {m: entry["return"] for m, entry in store.read(queries.get_jid, jid).items()} == {"Web1": "Web1", "web1": "web1", "WEB1": "WEB1"}
     assert [row.ret for row in store.read(queries.returns_of_minion, "web1")] == ["web1"]
     assert set(store.read(queries.minion_ids)) == {"Web1", "web1", "WEB1"}
 
@@ -432,8 +433,7 @@ def test_two_mib_return_round_trips(store):
     jid = jid_at(0)
     chunk = "line of state output: ✓ changed\n" * 64  # ~2 KB
     value = {
-        f"file_|-/etc/conf.d/{i}_|-/etc/conf.d/{i}_|-managed": {"result": True, "comment": chunk, "__run_num__": i}
-        for i in range(1024)
+        f"file_|-/etc/conf.d/{i}_|-/etc/conf.d/{i}_|-managed": {"result": True, "comment": chunk, "__run_num__": i} for i in range(1024)
     }
     rets = {"m1": minion_return(jid, "m1", "state.apply", ret=value)}
     write_job(store, jid, "state.apply", rets=rets)
@@ -452,8 +452,10 @@ def test_purge_deletes_exactly_the_old_rows(store):
     new_jids = [jid_at(i, new_base) for i in range(4)]
     for jid in old_jids + new_jids:
         write_job(store, jid, minions=("m1", "m2", "m3"))
-    store.write_batch(events=[records.event_row("old/event", {"n": i}, now=old_base) for i in range(10)]
-                      + [records.event_row("new/event", {"n": i}, now=new_base) for i in range(3)])
+    store.write_batch(
+        events=[records.event_row("old/event", {"n": i}, now=old_base) for i in range(10)]
+        + [records.event_row("new/event", {"n": i}, now=new_base) for i in range(3)]
+    )
     before = snapshot(store)
 
     assert retention.purge_jobs(store.engine, 0, chunk_size=7) == {"jobs": 0, "returns": 0}
@@ -488,7 +490,7 @@ def _plan(conn, query):
 def test_job_pages_use_the_primary_key(store):
     jids = [jid_at(i) for i in range(2000)]
     for start in range(0, 2000, 500):
-        store.write_batch(jobs=[records.job_row(j, publish_load(j)) for j in jids[start:start + 500]])
+        store.write_batch(jobs=[records.job_row(j, publish_load(j)) for j in jids[start : start + 500]])
     with store.engine.begin() as conn:
         dialect = conn.dialect.name
         if dialect == "postgresql":

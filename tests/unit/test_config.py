@@ -66,10 +66,17 @@ def test_batch_size_must_be_a_positive_integer(value):
 
 
 def test_strings_from_yaml_or_environment_are_converted():
-    cfg = config.load(overrides={
-        "batch_size": "42", "batch_max_wait": "0.5", "auto_upgrade": "no", "keep_jobs_seconds": "0",
-        "keep_events_seconds": 3600, "include_tags": "salt/job/*, salt/key", "metrics_port": None,
-    })
+    cfg = config.load(
+        overrides={
+            "batch_size": "42",
+            "batch_max_wait": "0.5",
+            "auto_upgrade": "no",
+            "keep_jobs_seconds": "0",
+            "keep_events_seconds": 3600,
+            "include_tags": "salt/job/*, salt/key",
+            "metrics_port": None,
+        }
+    )
     assert cfg.batch_size == 42 and cfg.batch_max_wait == 0.5 and cfg.auto_upgrade is False
     assert cfg.keep_jobs_seconds == 0  # 0: keep forever, like Salt's keep_jobs_seconds
     assert cfg.keep_events_seconds == 3600
@@ -85,8 +92,11 @@ def test_strings_from_yaml_or_environment_are_converted():
         ("queue", "", "relay:queue must be a non-empty string, got ''"),
         ("include_tags", [1, 2], "relay:include_tags must be a list of strings, got [1, 2]"),
         ("keep_jobs_seconds", -1, "relay:keep_jobs_seconds must be a positive integer, got -1"),
-        ("database_ssl", {"ca": "/x", "password": "p"},
-         "relay:database_ssl:password is not a known option; allowed: ca, cert, key, verify"),
+        (
+            "database_ssl",
+            {"ca": "/x", "password": "p"},
+            "relay:database_ssl:password is not a known option; allowed: ca, cert, key, verify",
+        ),
         ("database_ssl", {"ca": "/nonexistent/ca.pem"}, "relay:database_ssl:ca file not found: /nonexistent/ca.pem"),
     ],
 )
@@ -127,18 +137,24 @@ def test_unparsable_database_url():
 
 @pytest.mark.parametrize(
     "url",
-    ["sqlite:////var/cache/salt/master/relay/relay.db", "mysql+pymysql://salt:pw@db:3306/salt",
-     "mariadb+pymysql://salt@db/salt", "postgresql+psycopg://salt:pw@db/salt"],
+    [
+        "sqlite:////var/cache/salt/master/relay/relay.db",
+        "mysql+pymysql://salt:pw@db:3306/salt",
+        "mariadb+pymysql://salt@db/salt",
+        "postgresql+psycopg://salt:pw@db/salt",
+    ],
 )
 def test_good_database_urls(url):
     assert config.load(overrides={"database_url": url}).database_url == url
 
 
 def test_describe_masks_passwords():
-    cfg = config.load(overrides={
-        "broker_url": "amqp://relay:br0ker-pw@rabbit:5672/salt",
-        "database_url": "postgresql+psycopg://relay:db-pw@pg:5432/salt",
-    })
+    cfg = config.load(
+        overrides={
+            "broker_url": "amqp://relay:br0ker-pw@rabbit:5672/salt",
+            "database_url": "postgresql+psycopg://relay:db-pw@pg:5432/salt",
+        }
+    )
     shown = cfg.describe()
     assert shown["broker_url"] == "amqp://relay:***@rabbit:5672/salt"
     assert shown["database_url"] == "postgresql+psycopg://relay:***@pg:5432/salt"
@@ -201,8 +217,12 @@ def test_from_salt_opts_flat_unknown_key():
 
 
 def test_env_overrides():
-    environ = {"SALT_RELAY_BATCH_SIZE": "7", "SALT_RELAY_DATABASE_URL": "sqlite:////tmp/r.db",
-               "SALT_RELAY_NOT_A_KEY": "x", "BATCH_SIZE": "9"}
+    environ = {
+        "SALT_RELAY_BATCH_SIZE": "7",
+        "SALT_RELAY_DATABASE_URL": "sqlite:////tmp/r.db",
+        "SALT_RELAY_NOT_A_KEY": "x",
+        "BATCH_SIZE": "9",
+    }
     found = config.env_overrides(environ)
     assert found == {"batch_size": "7", "database_url": "sqlite:////tmp/r.db"}
     assert config.load(overrides=found).batch_size == 7
@@ -216,13 +236,11 @@ def test_env_overrides_reads_os_environ(monkeypatch):
 
 def test_database_url_and_retention_fallbacks():
     cfg = config.load()
-    assert config.database_url(cfg, {"cachedir": "/var/cache/salt/master"}) == (
-        "sqlite:////var/cache/salt/master/relay/relay.db")
+    assert config.database_url(cfg, {"cachedir": "/var/cache/salt/master"}) == ("sqlite:////var/cache/salt/master/relay/relay.db")
     assert config.keep_jobs_seconds(cfg, {"keep_jobs_seconds": 3600}) == 3600
     assert config.keep_events_seconds(cfg, {"keep_jobs_seconds": 3600}) == 3600
     assert config.keep_jobs_seconds(cfg, {}) == 86400
-    own = config.load(overrides={"keep_jobs_seconds": 60, "keep_events_seconds": 0,
-                                 "database_url": "sqlite:////x.db"})
+    own = config.load(overrides={"keep_jobs_seconds": 60, "keep_events_seconds": 0, "database_url": "sqlite:////x.db"})
     assert config.keep_jobs_seconds(own, {"keep_jobs_seconds": 3600}) == 60
     assert config.keep_events_seconds(own, {}) == 0
     assert config.database_url(own, {"cachedir": "/c"}) == "sqlite:////x.db"

@@ -1,6 +1,5 @@
 """The engine loop and its journal with a fake bus reader and a real SQLite store."""
 
-
 import json
 
 import pytest
@@ -161,11 +160,22 @@ def job_cache_engine(tmp_path, store, bus, **relay):
 
 
 def test_returns_come_from_the_job_cache_once_and_a_forged_bus_copy_is_only_an_event(tmp_path, store):
-    real = {"fun": "state.apply", "id": "m1", "jid": JID, "return": {"full": "x" * 100}, "retcode": 0, "success": True, "_stamp": "2026-11-25T12:00:00.000001"}
+    real = {
+        "fun": "state.apply",
+        "id": "m1",
+        "jid": JID,
+        "return": {"full": "x" * 100},
+        "retcode": 0,
+        "success": True,
+        "_stamp": "2026-11-25T12:00:00.000001",
+    }
     trimmed = dict(real, **{"return": "VALUE_TRIMMED"})  # Salt trims big values on the bus
     forged = {"fun": "cmd.run", "id": "m2", "jid": JID, "return": "pwned", "retcode": 0, "_stamp": "2026-11-25T12:00:00.000002"}
-    bus = [(f"salt/job/{JID}/ret/m1", trimmed), (f"salt/job/{JID}/ret/m2", forged),
-           (f"{records.JOB_CACHE_RETURN_TAG}", dict(forged, id="m3"))]  # a forged job-cache record on the bus
+    bus = [
+        (f"salt/job/{JID}/ret/m1", trimmed),
+        (f"salt/job/{JID}/ret/m2", forged),
+        (f"{records.JOB_CACHE_RETURN_TAG}", dict(forged, id="m3")),
+    ]  # a forged job-cache record on the bus
     relay, opts = job_cache_engine(tmp_path, store, bus)
     relay_returner.save_load(store, JID, {"jid": JID, "fun": "state.apply", "tgt": "*"}, ["m1", "m2"], "master-1", opts)
     relay_returner.save_load(store, JID, dict(real), None, "master-1", opts)  # Salt repeats it per return...
@@ -197,7 +207,9 @@ def test_without_relay_as_job_cache_the_bus_copy_makes_the_returns_row(tmp_path,
 def test_a_full_journal_sends_the_outbox_straight_to_the_database(tmp_path, store):
     relay, opts = job_cache_engine(tmp_path, store, [], spool_max_bytes=10)
     relay_returner.returner(store, {"fun": "test.ping", "id": "m1", "jid": JID, "return": True}, opts, "master-1")
-    relay_returner.event_return(store, [{"tag": "custom/1", "data": {"a": 1}}, {"tag": records.JOB_CACHE_RETURN_TAG, "data": {}}], "master-1", opts)
+    relay_returner.event_return(
+        store, [{"tag": "custom/1", "data": {"a": 1}}, {"tag": records.JOB_CACHE_RETURN_TAG, "data": {}}], "master-1", opts
+    )
     relay.drainer.drain_once()
     assert store.read(queries.get_jid, JID) == {"m1": {"return": True}}
     assert store.read(queries.counts)["events"] == 0  # the whole event_return record was refused: it holds a reserved tag

@@ -9,7 +9,15 @@ from salt_engine_lib import metrics
 
 
 def test_stats_become_counters_gauges_and_labelled_reasons():
-    stats = {"pid": 1, "mode": "broker", "accepted": 7, "dropped": {"excluded_tag": 3, "duplicate": 1}, "spool_pending_bytes": 512, "last_error": "x", "lag_seconds_p99": None}
+    stats = {
+        "pid": 1,
+        "mode": "broker",
+        "accepted": 7,
+        "dropped": {"excluded_tag": 3, "duplicate": 1},
+        "spool_pending_bytes": 512,
+        "last_error": "x",
+        "lag_seconds_p99": None,
+    }
     registry = CollectorRegistry()
     registry.register(metrics.StatsCollector("engine", lambda: stats))
     text = generate_latest(registry).decode()

@@ -105,8 +105,16 @@ def outcome(doc):
 
 def test_minion_return_row():
     doc = {
-        "cmd": "_return", "id": "m1", "jid": JID, "fun": "test.ping", "fun_args": [], "return": True,
-        "retcode": 0, "success": True, "_stamp": "2026-01-02T03:04:06.5", "out": "nested",
+        "cmd": "_return",
+        "id": "m1",
+        "jid": JID,
+        "fun": "test.ping",
+        "fun_args": [],
+        "return": True,
+        "retcode": 0,
+        "success": True,
+        "_stamp": "2026-01-02T03:04:06.5",
+        "out": "nested",
     }
     row = records.return_row(doc, master_id="master1", now=NOW)
     assert row == {
@@ -145,7 +153,10 @@ def test_outcome_of_minion_and_salt_call_returns(doc, expected):
 
 def test_runner_return_outcome_is_nested():
     runner = {
-        "id": "m_master", "jid": JID, "fun": "runner.test.arg", "user": "root",
+        "id": "m_master",
+        "jid": JID,
+        "fun": "runner.test.arg",
+        "user": "root",
         "return": {"fun": "runner.test.arg", "return": {"args": []}, "success": False},
     }
     assert outcome(runner) == (None, False)
@@ -158,7 +169,9 @@ def test_runner_return_outcome_is_nested():
 
 def test_multi_function_return_with_dicts():
     doc = {
-        "id": "m1", "jid": JID, "fun": ["test.ping", "cmd.retcode"],
+        "id": "m1",
+        "jid": JID,
+        "fun": ["test.ping", "cmd.retcode"],
         "return": {"test.ping": True, "cmd.retcode": 3},
         "retcode": {"test.ping": 0, "cmd.retcode": 3},
         "success": {"test.ping": True, "cmd.retcode": False},

@@ -343,7 +343,9 @@ def _publish_client():
     return getattr(salt.transport.tcp, "PublishClient", None)
 
 
-@pytest.mark.skipif(not saltcompat._publish_client_poll_misses_buffered_frames(_publish_client()), reason="this Salt's recv(timeout=0) has no select() peek")
+@pytest.mark.skipif(
+    not saltcompat._publish_client_poll_misses_buffered_frames(_publish_client()), reason="this Salt's recv(timeout=0) has no select() peek"
+)
 def test_cli_poll_sees_frames_tornado_already_buffered(monkeypatch):
     import salt.transport.frame
 
@@ -405,8 +407,16 @@ def test_request_channel_is_made_on_the_running_loop_or_refused_with_a_reason(tm
 
     (tmp_path / "pki").mkdir()
     opts = salt.config.minion_config(None)
-    opts.update({"id": "compat-minion", "pki_dir": str(tmp_path / "pki"), "cachedir": str(tmp_path / "c"),
-                 "master_uri": "tcp://127.0.0.1:4506", "master_ip": "127.0.0.1", "master_port": 4506})
+    opts.update(
+        {
+            "id": "compat-minion",
+            "pki_dir": str(tmp_path / "pki"),
+            "cachedir": str(tmp_path / "c"),
+            "master_uri": "tcp://127.0.0.1:4506",
+            "master_ip": "127.0.0.1",
+            "master_port": 4506,
+        }
+    )
 
     async def make_and_close():
         channel = saltcompat.async_request_channel(opts)

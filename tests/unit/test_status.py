@@ -27,10 +27,20 @@ def master_dir(tmp_path):
 
 def write_engine_stats(master_dir, age=0.5, **overrides):
     stats = {
-        "pid": 4242, "mode": "embedded", "updated": time.time() - age, "captured": 120, "accepted": 100,
-        "dropped": {"duplicate": 15, "excluded_tag": 5}, "forwarded": 100, "rejected": 0,
-        "spool_lost_events": 0, "bus_disconnects": 0, "reader_overflowed": 0, "reader_alive": True,
-        "outbox_pending_bytes": 0, "journal": {"batches": 0, "bytes": 0, "oldest_created": None, "max_bytes": 1000},
+        "pid": 4242,
+        "mode": "embedded",
+        "updated": time.time() - age,
+        "captured": 120,
+        "accepted": 100,
+        "dropped": {"duplicate": 15, "excluded_tag": 5},
+        "forwarded": 100,
+        "rejected": 0,
+        "spool_lost_events": 0,
+        "bus_disconnects": 0,
+        "reader_overflowed": 0,
+        "reader_alive": True,
+        "outbox_pending_bytes": 0,
+        "journal": {"batches": 0, "bytes": 0, "oldest_created": None, "max_bytes": 1000},
     }
     stats.update(overrides)
     path = paths.engine_stats({"cachedir": str(master_dir / "cache")})
@@ -49,7 +59,9 @@ def test_global_options_before_or_after_the_subcommand(master_dir, place):
     worker = salt_relay("worker", "-c", str(master_dir), "--database-url", f"sqlite:///{master_dir / 'w.db'}")
     assert worker.returncode == 1 and "relay:broker_url is not set" in worker.stderr  # the options were read
     url = f"sqlite:///{master_dir / 'other.db'}"
-    last_wins = salt_relay("--database-url", "sqlite:////nonexistent/x.db", "status", "--json", "-c", str(master_dir), "--database-url", url)
+    last_wins = salt_relay(
+        "--database-url", "sqlite:////nonexistent/x.db", "status", "--json", "-c", str(master_dir), "--database-url", url
+    )
     assert json.loads(last_wins.stdout)["database"]["url"] == url
 
 
@@ -86,7 +98,9 @@ def test_silent_engine_and_dead_reader_are_down(master_dir):
 
 def test_things_that_need_a_person_are_degraded(master_dir):
     write_engine_stats(  # schema empty, journal 90 % full and 120 s behind, events lost, bus drops
-        master_dir, spool_lost_events=7, bus_disconnects=2,
+        master_dir,
+        spool_lost_events=7,
+        bus_disconnects=2,
         journal={"batches": 3, "bytes": 900, "oldest_created": time.time() - 120, "max_bytes": 1000},
     )
     result = salt_relay("status", "--json", "-c", str(master_dir))
