@@ -29,7 +29,10 @@ Example configuration (``/etc/salt/master.d/relay.conf``):
 Configuration reference: ``pillar.example`` and the README.
 """
 
+from __future__ import annotations
+
 import logging
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -38,13 +41,13 @@ __virtualname__ = "relay"
 
 def __virtual__():
     try:
-        import salt_engine_lib.engine  # noqa: F401 pylint: disable=unused-import
+        import salt_engine_lib.engine  # noqa: F401  # only to see that it imports
     except ImportError as err:
         return False, f"relay engine: salt_engine_lib is not importable ({err}); pip install salt-relay"
     return __virtualname__
 
 
-def start(**kwargs):
+def start(**kwargs: Any) -> None:
     import salt_engine_lib.engine
 
     salt_engine_lib.engine.run(__opts__, kwargs, runners=__runners__)

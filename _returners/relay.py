@@ -33,7 +33,10 @@ flat ``relay.database_url``, from minion config or pillar; profiles work with
 with ``--return_kwargs '{"database_url": "..."}'``.
 """
 
+from __future__ import annotations
+
 import logging
+from typing import Any, Optional, Union
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +45,7 @@ __virtualname__ = "relay"
 
 def __virtual__():
     try:
-        import salt_engine_lib.returner  # noqa: F401 pylint: disable=unused-import
+        import salt_engine_lib.returner  # noqa: F401  # importable: the module can load
     except ImportError as err:
         return False, f"relay returner: salt_engine_lib is not importable ({err}); pip install salt-relay"
     # Salt 3007's salt CLI would miss the returns that reach the bus while
@@ -59,27 +62,23 @@ def _lib():
     return salt_engine_lib.returner
 
 
-# Stand-ins for this master's id and the resolved relay config, resolved by
-# _call under its error translation (a bad config is SaltInvocationError there).
-_MASTER_ID = object()
-_CONFIG = object()
+def _call(function, *args, ret=None, with_settings=False):
+    """Run a library call with this call's store (and settings); turn its errors into Salt's.
 
-
-def _call(function, *args, ret=None, **kwargs):
-    """Run a library call with this call's store; turn its errors into Salt's."""
+    The settings are resolved in here too, so a bad configuration is a
+    SaltInvocationError like any other.
+    """
     from salt.exceptions import CommandExecutionError, SaltInvocationError
 
     from salt_engine_lib.errors import ConfigError, RelayError
 
     lib = _lib()
     try:
-        store = lib.store_for(__opts__, __salt__, ret)
-        for name, value in kwargs.items():
-            if value is _MASTER_ID:
-                kwargs[name] = lib.master_id(__opts__, __salt__)
-            elif value is _CONFIG:
-                kwargs[name] = lib.resolve_config(__opts__, __salt__)
-        return function(store, *args, **kwargs)
+        settings = lib.resolve_settings(__opts__, __salt__, ret)
+        store = lib.store_for(settings)
+        if with_settings:
+            return function(store, settings, *args)
+        return function(store, *args)
     except ConfigError as err:
         raise SaltInvocationError(f"relay returner: bad configuration: {err}") from err
     except RelayError as err:
@@ -88,57 +87,57 @@ def _call(function, *args, ret=None, **kwargs):
         raise CommandExecutionError(f"relay returner: {function.__name__} failed: {type(err).__name__}: {err}") from err
 
 
-def prep_jid(nocache=False, passed_jid=None):
+def prep_jid(nocache: bool = False, passed_jid: Optional[str] = None) -> str:
     return _lib().prep_jid(__opts__, nocache=nocache, passed_jid=passed_jid)
 
 
-def save_load(jid, load, minions=None):
-    _call(_lib().save_load, jid, load, minions, master=_MASTER_ID, opts=__opts__)
+def save_load(jid: str, load: dict, minions: Optional[list] = None) -> None:
+    _call(_lib().save_load, jid, load, minions, __opts__, with_settings=True)
 
 
-def save_minions(jid, minions, syndic_id=None):  # pylint: disable=unused-argument
-    _call(_lib().save_minions, jid, minions, master=_MASTER_ID)
+def save_minions(jid: str, minions: Optional[list], syndic_id: Optional[str] = None) -> None:  # noqa: ARG001  # Salt passes the syndic's id; the rows do not keep it
+    _call(_lib().save_minions, jid, minions, with_settings=True)
 
 
-def returner(ret):
-    _call(_lib().returner, ret, __opts__, master=_MASTER_ID, ret=ret)
+def returner(ret: Any) -> None:
+    _call(_lib().returner, ret, __opts__, ret=ret, with_settings=True)
 
 
-def event_return(events):
-    _call(_lib().event_return, events, master=_MASTER_ID, opts=__opts__)
+def event_return(events: list[dict]) -> None:
+    _call(_lib().event_return, events, __opts__, with_settings=True)
 
 
-def get_load(jid):
+def get_load(jid: str) -> dict:
     return _call(_lib().get_load, jid, __opts__)
 
 
-def get_jid(jid):
+def get_jid(jid: str) -> dict:
     return _call(_lib().get_jid, jid)
 
 
-def get_fun(fun):
+def get_fun(fun: str) -> dict:
     return _call(_lib().get_fun, fun)
 
 
-def get_jids():
+def get_jids() -> dict[str, dict]:
     return _call(_lib().get_jids)
 
 
-def get_jids_filter(count, filter_find_job=True):
+def get_jids_filter(count: int, filter_find_job: bool = True) -> list[dict]:
     return _call(_lib().get_jids_filter, count, filter_find_job)
 
 
-def get_minions():
+def get_minions() -> list[str]:
     return _call(_lib().get_minions)
 
 
-def clean_old_jobs():
-    _call(_lib().clean_old_jobs, __opts__, config=_CONFIG)
+def clean_old_jobs() -> None:
+    _call(_lib().clean_old_jobs, with_settings=True)
 
 
-def update_endtime(jid, time):
+def update_endtime(jid: str, time: Any) -> None:
     _call(_lib().update_endtime, jid, time)
 
 
-def get_endtime(jid):
+def get_endtime(jid: str) -> Union[str, bool]:
     return _call(_lib().get_endtime, jid)

@@ -8,6 +8,8 @@ start and end (the benchmarks share the machine with whatever
 else runs on it, and the load says how much else did). ``--json PATH`` writes
 elsewhere, ``--json -`` writes nothing; a ``--quick`` (smoke) run writes nothing
 unless ``--json`` is given, so it cannot overwrite a full run's file.
+
+:func:`log` is the benchmarks' progress line (stderr, so stdout keeps the tables).
 """
 
 import datetime
@@ -21,6 +23,11 @@ import sys
 import time
 
 RESULTS = pathlib.Path(__file__).resolve().parent / "results"
+
+
+def log(msg):
+    """A progress line on stderr: ``[HH:MM:SS] msg``."""
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
 def add_json_argument(parser, name):
@@ -65,9 +72,9 @@ def machine():
 
 def versions(*packages):
     """Salt's version and the given distributions' (those installed)."""
-    import importlib.metadata  # pylint: disable=import-outside-toplevel
+    import importlib.metadata
 
-    import salt.version  # pylint: disable=import-outside-toplevel
+    import salt.version
 
     found = {"salt": salt.version.__version__}
     for package in ("salt-relay", *packages):

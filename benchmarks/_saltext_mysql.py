@@ -7,17 +7,14 @@ Install it with ``pip install 'salt-relay[bench]'`` (or ``pip install saltext-my
 """
 
 import re
-import uuid
 
-MYSQL_HOST = "127.0.0.1"
-MYSQL_PORT = 3306
-MYSQL_USER = "root"
+from tests.support.databases import MYSQL_HOST, MYSQL_PORT, MYSQL_USER, unique_name
 
 
 def schema_statements():
     """The ``CREATE TABLE`` statements of the installed saltext-mysql's docstring."""
     try:
-        from saltext.mysql.returners import mysql as module  # pylint: disable=import-outside-toplevel
+        from saltext.mysql.returners import mysql as module
     except ImportError as err:
         raise SystemExit(f"saltext-mysql is not installed ({err}): pip install 'salt-relay[bench]'") from err
     doc = module.__doc__ or ""
@@ -32,10 +29,12 @@ def schema_statements():
 def create_database(admin):
     """A fresh database ``relay_bench_mysql_<hex8>`` with saltext-mysql's tables; returns its name.
 
-    ``admin`` is an autocommit PyMySQL connection as root.
+    Dropped like any other: ``tests.support.databases.drop_database("mysql", name)``.
+
+    ``admin`` is an autocommit PyMySQL connection as root (``tests.support.databases.mysql_admin()``).
     """
     statements = schema_statements()
-    name = f"relay_bench_mysql_{uuid.uuid4().hex[:8]}"
+    name = unique_name("relay_bench_mysql")
     with admin.cursor() as cursor:
         # As its docstring's CREATE DATABASE does.
         cursor.execute(f"CREATE DATABASE `{name}` DEFAULT CHARACTER SET utf8 DEFAULT COLLATE utf8_general_ci")
@@ -43,11 +42,6 @@ def create_database(admin):
         for statement in statements:
             cursor.execute(statement)
     return name
-
-
-def drop_database(admin, name):
-    with admin.cursor() as cursor:
-        cursor.execute(f"DROP DATABASE IF EXISTS `{name}`")
 
 
 def opts(database):

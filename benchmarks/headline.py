@@ -9,10 +9,11 @@ fine) and saltext-mysql too (``pip install 'salt-relay[bench]'``), with the serv
 
 What it does, per variant and run (everything on this machine):
 
-1. A temp root (``/tmp/hl-*``) with a generated master config: id, user root, interface
-   127.0.0.1, free publish_port/ret_port, root_dir/pki_dir/cachedir/sock_dir under the
-   root, ``worker_threads`` left at Salt's default (5), log level warning, and the
-   variant's job cache:
+1. A temp root (``/tmp/hl-*``) with a generated master config
+   (``tests.support.salt_daemons.Master``): id, the current user, interface 127.0.0.1,
+   free publish_port/ret_port, root_dir/pki_dir/cachedir/sock_dir under ``<root>/master``,
+   ``worker_threads`` left at Salt's default (5), log level warning, and the variant's
+   job cache:
 
    * ``noop``: ``master_job_cache: noop_cache`` (``benchmarks/noop_cache/_returners``
      via ``returner_dirs``), whose every function does nothing: the ceiling;
@@ -21,7 +22,7 @@ What it does, per variant and run (everything on this machine):
      database with the schema its docstring documents (``benchmarks/_saltext_mysql.py``);
    * ``relay_rabbitmq`` / ``relay_redis``: ``master_job_cache: relay``,
      ``engines: [relay: {}]``, ``relay: {broker_url, database_url, queue}`` on a fresh
-     MariaDB database and a unique queue, plus one ``salt-relay -c <root>/conf worker``;
+     MariaDB database and a unique queue, plus one ``salt-relay -c <root>/master worker``;
    * ``relay_embedded``: the same without a broker (the engine writes SQLite itself).
 
 2. N minion ids (``--minions``, default 50), each with its own RSA key pair generated
@@ -50,8 +51,8 @@ What it does, per variant and run (everything on this machine):
      that table has no unique key), local_cache ``return.p`` files; for relay the
      benchmark waits until the rows stop changing (``--settle`` s without change);
      ``lost`` = acknowledged pairs never stored;
-   * master CPU s per 1,000 returns: utime+stime summed over the master's whole process
-     tree (``/proc/<pid>/stat``; MWorkers, ReqServer, EventPublisher, the relay engine
+   * master CPU s per 1,000 returns: user+system CPU time summed over the master's whole
+     process tree (psutil; MWorkers, ReqServer, EventPublisher, the relay engine
      ...) from the start of the phase until its returns are stored (relay: rows settled);
      the ``salt-relay worker`` (its own tree) and ``mariadbd`` the same way, separately;
    * relay lag, p50/p99: ``returns.stored_at`` (set when the engine or worker builds the
@@ -94,34 +95,28 @@ import json
 import multiprocessing
 import os
 import pathlib
-import platform
 import shutil
 import signal
-import socket
-import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-import uuid
 
 HERE = pathlib.Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(REPO))
 
-import _results  # noqa: E402  pylint: disable=wrong-import-position
-import _return_driver as driver  # noqa: E402  pylint: disable=wrong-import-position
+import _results  # noqa: E402
+import _return_driver as driver  # noqa: E402
+from _results import log  # noqa: E402
 
-from salt_engine_lib import paths
+from salt_engine_lib import paths  # noqa: E402
+from tests.support import brokers, databases, engine_stats, processes, salt_daemons, salt_keys  # noqa: E402
+from tests.support.stats import median, percentile  # noqa: E402
 
-BIN = pathlib.Path(sys.executable).parent
 NOOP_DIR = HERE / "noop_cache" / "_returners"
-RABBITMQ_URL = os.environ.get("RELAY_TEST_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672//")
-REDIS_URL = os.environ.get("RELAY_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
-MYSQL_HOST = os.environ.get("RELAY_TEST_MYSQL_HOST", "127.0.0.1")
-MYSQL_PORT = int(os.environ.get("RELAY_TEST_MYSQL_PORT", "3306"))
 MASTER_ID = "headline-master"
 # A real salt-minion on each master: `test.ping` round trips are timed while the load runs.
 PING_MINION = "hl-ping-minion"
@@ -131,8 +126,8 @@ VARIANTS = {
     "noop": {"label": "no-op job cache (ceiling)", "cache": "noop_cache"},
     "local_cache": {"label": "local_cache (Salt default)", "cache": "local_cache"},
     "saltext_mysql": {"label": "saltext-mysql on MariaDB", "cache": "mysql"},
-    "relay_rabbitmq": {"label": "relay, RabbitMQ + MariaDB", "cache": "relay", "broker": RABBITMQ_URL, "db": "mariadb"},
-    "relay_redis": {"label": "relay, Redis + MariaDB", "cache": "relay", "broker": REDIS_URL, "db": "mariadb"},
+    "relay_rabbitmq": {"label": "relay, RabbitMQ + MariaDB", "cache": "relay", "broker": brokers.RABBITMQ_URL, "db": "mariadb"},
+    "relay_redis": {"label": "relay, Redis + MariaDB", "cache": "relay", "broker": brokers.REDIS_URL, "db": "mariadb"},
     "relay_embedded": {"label": "relay embedded (SQLite)", "cache": "relay", "db": "sqlite"},
 }
 PAYLOADS = ("ping", "state")
@@ -140,134 +135,6 @@ PAYLOADS = ("ping", "state")
 # master CPU per 1,000 returns, for both payloads.
 TARGET_RATE_RATIO = 0.95
 TARGET_CPU_RATIO = 1.10
-
-
-def log(msg):
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
-
-
-# --- /proc -------------------------------------------------------------------------------------
-
-
-def _stat_fields(pid):
-    try:
-        return pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-
-
-def proc_tree(pid):
-    children = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            fields = _stat_fields(entry)
-            if fields:
-                children.setdefault(int(fields[1]), []).append(int(entry))
-    found, todo = [], [pid]
-    while todo:
-        for kid in children.get(todo.pop(), []):
-            found.append(kid)
-            todo.append(kid)
-    return found
-
-
-def cpu_of(pids):
-    """{pid: utime+stime seconds} of the live ones."""
-    tick = os.sysconf("SC_CLK_TCK")
-    out = {}
-    for pid in pids:
-        fields = _stat_fields(pid)
-        if fields:
-            out[pid] = (int(fields[11]) + int(fields[12])) / tick
-    return out
-
-
-def cpu_delta(before, after):
-    return sum(value - before.get(pid, 0.0) for pid, value in after.items())
-
-
-def find_pids(names):
-    pids = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                if pathlib.Path(f"/proc/{entry}/comm").read_text().strip() in names:
-                    pids.append(int(entry))
-            except OSError:
-                pass
-    return pids
-
-
-def loadavg():
-    return float(pathlib.Path("/proc/loadavg").read_text().split()[0])
-
-
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def stop_process(proc, name, timeout=30):
-    """SIGTERM one process we started, SIGKILL it and its leftover descendants (by pid) after ``timeout``."""
-    if proc is None:
-        return
-    kids = proc_tree(proc.pid) if proc.poll() is None else []
-    if proc.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        log(f"{name} (pid {proc.pid}) did not stop within {timeout} s: SIGKILL")
-        proc.kill()
-        proc.wait(timeout=10)
-    deadline = time.monotonic() + 10
-    for pid in kids:
-        while pathlib.Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
-            fields = _stat_fields(pid)
-            if not fields or fields[0] == "Z":
-                break
-            time.sleep(0.1)
-        else:
-            if pathlib.Path(f"/proc/{pid}").exists():
-                log(f"{name}: leftover child {pid}: SIGKILL")
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-
-
-# --- servers -----------------------------------------------------------------------------------
-
-
-def mysql_admin():
-    import pymysql  # pylint: disable=import-outside-toplevel
-
-    return pymysql.connect(host=MYSQL_HOST, port=MYSQL_PORT, user="root", password="", connect_timeout=5, autocommit=True)
-
-
-def delete_queues(url, *names):
-    import kombu  # pylint: disable=import-outside-toplevel
-
-    from salt_engine_lib import broker  # pylint: disable=import-outside-toplevel
-
-    with kombu.Connection(url, connect_timeout=5) as conn:
-        for name in names:
-            with contextlib.suppress(Exception):
-                broker.queue(name).bind(conn.channel()).delete()
-
-
-def _epoch(value):
-    if isinstance(value, str):
-        value = datetime.datetime.fromisoformat(value)
-    return value.replace(tzinfo=datetime.timezone.utc).timestamp()
-
-
-def percentile(values, q):
-    if not values:
-        return None
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
-
 
 TIMELINE_BUCKET_S = 0.5
 
@@ -316,146 +183,84 @@ class Bench:
         self.key_dir = key_dir
         self.ids = ids
         self.root = pathlib.Path(tempfile.mkdtemp(prefix="hl-", dir="/tmp"))
-        self.conf_dir = self.root / "conf"
-        self.cachedir = self.root / "cache"
-        self.master_log = self.root / "logs" / "master.log"
-        self.master = self.worker = self.minion = None
+        self.logs = self.root / "logs"
+        self.master = self.master_proc = self.worker = self.minion = None
+        self.daemons = salt_daemons.Daemons(self.logs)  # <name>.console; the worker's is its log
         self.local = None
         self.senders = []  # (process, conn)
         self.mysql_db = self.relay_db = None
-        self.database_url = None
-        self.queue = f"headline-{uuid.uuid4().hex[:12]}" if self.spec.get("broker") else None
+        self.database_url = self.reader = None
+        self.queue = brokers.unique_queue("headline") if self.spec.get("broker") else None
         self.mminion = None
         self.engine_pid = None
         self.stamps = {}
         self.last_jid = None
-        self.db_pids = find_pids({"mariadbd", "mysqld"})
+        self.db_pids = processes.find(names={"mariadbd", "mysqld"})
 
     # -- setup ----------------------------------------------------------------------------------
 
     def start(self):
-        import yaml  # pylint: disable=import-outside-toplevel
-
-        for sub in ("conf", "pki", "cache", "sock", "srv/salt", "srv/pillar", "extmods", "logs", "mpki", "mcache"):
-            (self.root / sub).mkdir(parents=True, exist_ok=True)
-        self.ret_port = free_port()
-        config = {
-            "id": MASTER_ID,
-            "user": "root",
-            "interface": "127.0.0.1",
-            "publish_port": free_port(),
-            "ret_port": self.ret_port,
-            "root_dir": str(self.root),
-            "pki_dir": str(self.root / "pki"),
-            "cachedir": str(self.cachedir),
-            "sock_dir": str(self.root / "sock"),
-            "extension_modules": str(self.root / "extmods"),
-            "pidfile": str(self.root / "master.pid"),
-            "log_file": str(self.master_log),
-            "log_level_logfile": "warning",
-            "file_roots": {"base": [str(self.root / "srv" / "salt")]},
-            "pillar_roots": {"base": [str(self.root / "srv" / "pillar")]},
-            "auto_accept": False,
-            "master_job_cache": self.spec["cache"],
-        }
+        self.logs.mkdir(parents=True, exist_ok=True)
         cache = self.spec["cache"]
+        config = {"log_level_logfile": "warning", "auto_accept": False, "master_job_cache": cache}
         if cache == "noop_cache":
             config["returner_dirs"] = [str(NOOP_DIR)]
         elif cache == "mysql":
-            import _saltext_mysql  # pylint: disable=import-outside-toplevel
+            import _saltext_mysql
 
-            with contextlib.closing(mysql_admin()) as admin:
+            with databases.mysql_admin() as admin:
                 self.mysql_db = _saltext_mysql.create_database(admin)
             config.update(_saltext_mysql.opts(self.mysql_db))
         elif cache == "relay":
             if self.spec["db"] == "mariadb":
-                self.relay_db = f"relay_bench_headline_{uuid.uuid4().hex[:8]}"
-                with contextlib.closing(mysql_admin()) as admin, admin.cursor() as cursor:
-                    cursor.execute(f"CREATE DATABASE `{self.relay_db}` CHARACTER SET utf8mb4")
-                self.database_url = f"mysql+pymysql://root@{MYSQL_HOST}:{MYSQL_PORT}/{self.relay_db}"
+                self.relay_db = databases.create_database("mysql", "relay_bench_headline")
+                self.database_url = databases.server_url("mysql", self.relay_db)
             else:
                 self.database_url = f"sqlite:///{self.root / 'relay.db'}"
-            from salt_engine_lib.store import Store  # pylint: disable=import-outside-toplevel
+            from salt_engine_lib.store import Store
 
             Store(self.database_url).ensure_schema()  # schema, before the master
+            self.reader = databases.Reader(self.database_url)
             relay = {"database_url": self.database_url}
             if self.spec.get("broker"):
                 relay.update(broker_url=self.spec["broker"], queue=self.queue, dead_letter_queue=f"{self.queue}.dlq")
             config["engines"] = [{"relay": {}}]
             config["relay"] = relay
-        config.update(self.args.master_opts)
-        (self.conf_dir / "master").write_text(yaml.safe_dump(config))
-        driver.accept_keys(self.root / "pki", self.key_dir, self.ids + [PING_MINION])
-        self._write_minion_config(config["publish_port"])
+        self.master = salt_daemons.Master(self.root / "master", MASTER_ID, **config, **self.args.master_opts).write()
+        salt_keys.accept_keys(self.master.opts["pki_dir"], self.key_dir, self.ids + [PING_MINION])
+        minion_dir = self.root / "minion"
+        minion = salt_daemons.Minion(
+            minion_dir,
+            PING_MINION,
+            self.master,
+            pki_dir=str(salt_keys.minion_pki(minion_dir / "pki", self.key_dir, PING_MINION)),
+            log_level_logfile="warning",
+        ).write()
         log(f"{self.name}: starting salt-master in {self.root}")
-        self.master = subprocess.Popen(
-            [str(BIN / "salt-master"), "-c", str(self.conf_dir), "-l", "warning"],
-            stdout=open(self.root / "logs" / "master.out", "wb"),
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+        self.master_proc = self.daemons.start("master", self.master.argv())
         if self.spec.get("broker"):
-            self.worker = subprocess.Popen(
-                [str(BIN / "salt-relay"), "-c", str(self.conf_dir), "-l", "warning", "worker"],
-                stdout=open(self.root / "logs" / "worker.log", "wb"),
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+            self.worker = self.daemons.start("worker", self.master.worker_argv(level="warning"))
         # ping2x (the bottleneck check) needs twice the senders; the others only --senders.
         # Spawned now: their imports overlap the master's start; they sign in once it answers.
         self._spawn_senders(self.args.senders * (2 if self.name in self.args.check_variants else 1))
-        self._wait_master()
-        self.minion = subprocess.Popen(
-            [str(BIN / "salt-minion"), "-c", str(self.root / "mconf"), "-l", "warning"],
-            stdout=open(self.root / "logs" / "minion.out", "wb"),
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+        self.master.wait_until_listening(self.master_proc, timeout=120)
+        self.minion = self.daemons.start("minion", minion.argv())
         if cache == "relay":
-            self._wait_engine()
+            stats = engine_stats.wait_until_running(self.master.opts, timeout=120, check=self.daemons.check)
+            self.engine_pid = stats["pid"]
+            log(f"{self.name}: relay engine up (pid {stats['pid']}, {stats['mode']} mode)")
         self._wait_senders()
-        import salt.config  # pylint: disable=import-outside-toplevel
-        import salt.minion  # pylint: disable=import-outside-toplevel
+        import salt.config
+        import salt.minion
 
-        self.opts = salt.config.master_config(str(self.conf_dir / "master"))
+        self.opts = salt.config.master_config(str(self.master.config_file))
         self.mminion = salt.minion.MasterMinion(self.opts, states=False, rend=False, matcher=False)
-        self._wait_ping_minion()
-        # Warm-up (not measured): every MWorker loads the job cache, every channel sends once.
-        self.phase("warmup", "ping", len(self.senders), len(self.senders) * len(self.ids) * 2, measure=False)
-
-    def _write_minion_config(self, publish_port):
-        import yaml  # pylint: disable=import-outside-toplevel
-
-        (self.root / "mconf").mkdir(parents=True, exist_ok=True)
-        config = {
-            "id": PING_MINION,
-            "user": "root",
-            "master": "127.0.0.1",
-            "master_port": self.ret_port,
-            "publish_port": publish_port,
-            "root_dir": str(self.root),  # Salt prefixes paths outside root_dir with it
-            "pki_dir": str(driver.minion_pki(self.root / "mpki", self.key_dir, PING_MINION)),
-            "cachedir": str(self.root / "mcache"),
-            "sock_dir": str(self.root / "msock"),
-            "pidfile": str(self.root / "minion.pid"),
-            "log_file": str(self.root / "logs" / "minion.log"),
-            "log_level_logfile": "warning",
-            "acceptance_wait_time": 1,
-        }
-        (self.root / "mconf" / "minion").write_text(yaml.safe_dump(config))
-
-    def _wait_ping_minion(self, timeout=120):
-        import salt.client  # pylint: disable=import-outside-toplevel
+        self.master.wait_for_minions([PING_MINION], timeout=120, check=self.daemons.check)
+        import salt.client
 
         self.local = salt.client.LocalClient(mopts=self.opts)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.minion.poll() is not None:
-                raise RuntimeError(f"salt-minion exited ({self.minion.returncode}); see {self.root}/logs")
-            if self.local.cmd(PING_MINION, "test.ping", timeout=5).get(PING_MINION) is True:
-                return
-            time.sleep(0.5)
-        raise RuntimeError(f"{PING_MINION} did not answer test.ping within {timeout} s")
+        # Warm-up (not measured): every MWorker loads the job cache, every channel sends once.
+        self.phase("warmup", "ping", len(self.senders), len(self.senders) * len(self.ids) * 2, measure=False)
 
     def _time_pings(self, done, out):
         """`salt hl-ping-minion test.ping` every PING_INTERVAL_S until ``done``: (seconds, answered)."""
@@ -463,38 +268,10 @@ class Bench:
             start = time.perf_counter()
             try:
                 answered = self.local.cmd(PING_MINION, "test.ping", timeout=30).get(PING_MINION) is True
-            except Exception:  # pylint: disable=broad-except
+            except Exception:  # a ping that failed is one not answered
                 answered = False
             out.append((time.perf_counter() - start, answered))
             done.wait(PING_INTERVAL_S)
-
-    def _wait_master(self, timeout=120):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.master.poll() is not None:
-                raise RuntimeError(f"salt-master exited ({self.master.returncode}); see {self.root}/logs")
-            if (self.root / "pki" / "master.pub").exists():
-                with socket.socket() as sock:
-                    sock.settimeout(1)
-                    if sock.connect_ex(("127.0.0.1", self.ret_port)) == 0:
-                        return
-            time.sleep(0.2)
-        raise RuntimeError(f"salt-master did not open ret_port {self.ret_port} within {timeout} s")
-
-    def _wait_engine(self, timeout=120):
-        stats = paths.engine_stats({"cachedir": str(self.cachedir)})
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.worker is not None and self.worker.poll() is not None:
-                raise RuntimeError(f"salt-relay worker exited ({self.worker.returncode}); see {self.root}/logs/worker.log")
-            with contextlib.suppress(OSError, ValueError):
-                data = json.loads(stats.read_text())
-                if pathlib.Path(f"/proc/{data['pid']}").exists():
-                    self.engine_pid = data["pid"]
-                    log(f"{self.name}: relay engine up (pid {data['pid']}, {data['mode']} mode)")
-                    return
-            time.sleep(0.2)
-        raise RuntimeError(f"the relay engine did not write {stats} within {timeout} s")
 
     def _spawn_senders(self, count):
         self.spawned_at = time.monotonic()
@@ -507,7 +284,7 @@ class Bench:
                 "key_dir": str(self.key_dir),
                 "pki_base": str(self.root / "mpki" / f"s{index}"),
                 "cachedir": str(self.root / "mcache" / f"s{index}"),
-                "ret_port": self.ret_port,
+                "ret_port": self.master.ret_port,
                 "state_kb": self.args.state_kb,
                 "timeout": self.args.request_timeout,
                 "channels_per_minion": self.args.channels,
@@ -565,37 +342,28 @@ class Bench:
             hash_type = self.opts.get("hash_type", "sha256")
             for jid in jids:
                 digest = hashlib.new(hash_type, jid.encode()).hexdigest()
-                jdir = self.cachedir / "jobs" / digest[:2] / digest[2:]
+                jdir = self.master.cachedir / "jobs" / digest[:2] / digest[2:]
                 for mid in self.ids:
                     if (jdir / mid / "return.p").exists():
                         pairs[(jid, mid)] = 1
             return pairs, None
         if cache == "mysql":
-            with contextlib.closing(mysql_admin()) as conn, conn.cursor() as cursor:
+            with databases.mysql_admin() as conn, conn.cursor() as cursor:
                 cursor.execute(
                     f"SELECT jid, id, COUNT(*) FROM `{self.mysql_db}`.salt_returns WHERE jid >= %s AND jid <= %s GROUP BY jid, id", (lo, hi)
                 )
                 return {(jid, mid): n for jid, mid, n in cursor.fetchall()}, None
-        import sqlalchemy as sa  # pylint: disable=import-outside-toplevel
-
-        engine = sa.create_engine(self.database_url, future=True).execution_options(isolation_level="AUTOCOMMIT")
-        try:
-            with engine.connect() as conn:
-                rows = conn.execute(
-                    sa.text("SELECT jid, minion_id, stored_at, document FROM returns WHERE jid >= :lo AND jid <= :hi"), {"lo": lo, "hi": hi}
-                ).all()
-        finally:
-            engine.dispose()
+        rows = self.reader.rows("SELECT jid, minion_id, stored_at, document FROM returns WHERE jid >= :lo AND jid <= :hi", lo=lo, hi=hi)
         self.stamps = {}
         for row in rows:
             # ``_stamp``: when the master's MWorker fired the return's event, just before
             # it called the job cache (``salt.utils.job.store_job``): the acceptance time.
-            with contextlib.suppress(Exception):
+            with contextlib.suppress(Exception):  # a return without a usable _stamp has no acceptance time
                 document = json.loads(row[3]) if isinstance(row[3], (str, bytes)) else row[3]
                 self.stamps[(row[0], row[1])] = (
                     datetime.datetime.fromisoformat(document["_stamp"]).replace(tzinfo=datetime.timezone.utc).timestamp()
                 )
-        return {(r[0], r[1]): 1 for r in rows}, {(r[0], r[1]): _epoch(r[2]) for r in rows}
+        return {(r[0], r[1]): 1 for r in rows}, {(r[0], r[1]): databases.epoch(r[2]) for r in rows}
 
     def settle(self, jids, acked):
         """Poll until the stored returns stop changing (relay writes behind); the last (pairs, times)."""
@@ -624,9 +392,10 @@ class Bench:
         self.publish(jids, payload)
         active = self.senders[:senders]
         share = [jids[k::senders] for k in range(senders)]
-        master_pids = lambda: [self.master.pid] + proc_tree(self.master.pid)  # noqa: E731
-        worker_pids = lambda: ([self.worker.pid] + proc_tree(self.worker.pid)) if self.worker else []  # noqa: E731
-        load1 = loadavg()
+        master_pids = lambda: [self.master_proc.pid] + processes.tree(self.master_proc.pid)  # noqa: E731
+        worker_pids = lambda: ([self.worker.pid] + processes.tree(self.worker.pid)) if self.worker else []  # noqa: E731
+        cpu_of = processes.cpu_seconds
+        load1 = os.getloadavg()[0]
         engine_pids = [self.engine_pid] if self.engine_pid else []
         cpu0 = (cpu_of(master_pids()), cpu_of(worker_pids()), cpu_of(self.db_pids), cpu_of(engine_pids))
         t0 = time.time() + 0.3
@@ -683,14 +452,14 @@ class Bench:
             "sender_cpu_util": [r["cpu"] / r["wall"] if r["wall"] else None for r in replies],
         }
         per_k = 1000.0 / acked if acked else None
-        master_cpu = cpu_delta(cpu0[0], cpu1[0])
+        master_cpu = processes.cpu_delta(cpu0[0], cpu1[0])
         result["master_cpu_s"] = master_cpu
-        result["master_cpu_s_during_send"] = cpu_delta(cpu0[0], cpu_sent[0])
+        result["master_cpu_s_during_send"] = processes.cpu_delta(cpu0[0], cpu_sent[0])
         result["master_cores_during_send"] = result["master_cpu_s_during_send"] / wall if wall > 0 else None
         result["master_cpu_per_1k"] = master_cpu * per_k if per_k else None
-        result["worker_cpu_per_1k"] = cpu_delta(cpu0[1], cpu1[1]) * per_k if (per_k and self.worker) else None
-        result["engine_cpu_per_1k"] = cpu_delta(cpu0[3], cpu1[3]) * per_k if (per_k and engine_pids) else None
-        result["db_cpu_per_1k"] = cpu_delta(cpu0[2], cpu1[2]) * per_k if (per_k and self.db_pids) else None
+        result["worker_cpu_per_1k"] = processes.cpu_delta(cpu0[1], cpu1[1]) * per_k if (per_k and self.worker) else None
+        result["engine_cpu_per_1k"] = processes.cpu_delta(cpu0[3], cpu1[3]) * per_k if (per_k and engine_pids) else None
+        result["db_cpu_per_1k"] = processes.cpu_delta(cpu0[2], cpu1[2]) * per_k if (per_k and self.db_pids) else None
         if pairs is None:
             result.update(stored=None, lost=None, doubled=None, unacked_stored=None)
         else:
@@ -736,7 +505,7 @@ class Bench:
     def list_jobs_filter(self):
         started = time.monotonic()
         proc = subprocess.run(
-            [str(BIN / "salt-run"), "-c", str(self.conf_dir), "--out", "json", "jobs.list_jobs_filter", "50"],
+            [salt_daemons.program("salt-run"), "-c", str(self.master.dir), "--out", "json", "jobs.list_jobs_filter", "50"],
             capture_output=True,
             text=True,
             timeout=600,
@@ -757,7 +526,8 @@ class Bench:
     def log_problems(self):
         found = {"ERROR": 0, "CRITICAL": 0, "Traceback": 0}
         first = []
-        for path in (self.master_log, self.root / "logs" / "master.out", self.root / "logs" / "worker.log"):
+        logs = [self.daemons.console("master"), self.daemons.console("worker")] + ([self.master.log_file] if self.master else [])
+        for path in logs:
             try:
                 text = path.read_text(errors="replace")
             except OSError:
@@ -768,29 +538,24 @@ class Bench:
                         found[mark] += 1
                         if len(first) < 8 and line[24:] not in {f[1][24:] for f in first}:
                             first.append((path.name, line[:400]))
-        relay_dead = list(paths.dead_letters({"cachedir": str(self.cachedir)}).glob("*.jsonl"))
+        relay_dead = list(paths.dead_letters(self.master.opts).glob("*.jsonl")) if self.master else []
         return {"counts": found, "first": first, "relay_dead_letter_files": [p.name for p in relay_dead]}
 
     def stop(self):
         for _proc, conn in self.senders:
-            with contextlib.suppress(Exception):
+            with contextlib.suppress(Exception):  # a sender that died cannot be told
                 conn.send({"cmd": "quit"})
         for proc, _ in self.senders:
             proc.join(10)
             if proc.is_alive():
                 proc.terminate()
                 proc.join(5)
-        stop_process(self.minion, "salt-minion")
-        stop_process(self.worker, "salt-relay worker")
-        stop_process(self.master, "salt-master", timeout=40)
+        self.daemons.stop(30, timeouts={"master": 40}, report=log)
 
     def cleanup(self):
-        try:
-            from salt_engine_lib.store import connection  # pylint: disable=import-outside-toplevel
-
-            connection.dispose_all()
-        except Exception:  # pylint: disable=broad-except
-            pass
+        # Teardown goes on past any failure: each step below must still run.
+        if self.reader is not None:
+            self.reader.dispose()
         if self.mminion is not None:
             with contextlib.suppress(Exception):
                 self.mminion.destroy()
@@ -798,14 +563,13 @@ class Bench:
         for name in (self.mysql_db, self.relay_db):
             if name:
                 try:
-                    with contextlib.closing(mysql_admin()) as admin, admin.cursor() as cursor:
-                        cursor.execute(f"DROP DATABASE IF EXISTS `{name}`")
-                except Exception as err:  # pylint: disable=broad-except
+                    databases.drop_database("mysql", name)
+                except Exception as err:
                     log(f"could not drop database {name}: {err}")
         if self.queue:
             try:
-                delete_queues(self.spec["broker"], self.queue, f"{self.queue}.dlq")
-            except Exception as err:  # pylint: disable=broad-except
+                brokers.delete_queues(self.spec["broker"], self.queue, f"{self.queue}.dlq")
+            except Exception as err:
                 log(f"could not delete queue {self.queue}: {err}")
         if not self.args.keep:
             shutil.rmtree(self.root, ignore_errors=True)
@@ -825,7 +589,7 @@ def run_variant(name, args, key_dir, ids, run_index):
             f"{name}: salt-run jobs.list_jobs_filter 50: {out['list_jobs_filter']['wall_s']:.2f} s, "
             f"rc {out['list_jobs_filter']['returncode']}, {out['list_jobs_filter']['listed']} jobs"
         )
-    except Exception as err:  # pylint: disable=broad-except
+    except Exception as err:  # reported in the JSON; the next variant runs
         out["error"] = f"{type(err).__name__}: {err}"
         log(f"{name}: FAILED: {out['error']}")
     finally:
@@ -844,11 +608,6 @@ def run_variant(name, args, key_dir, ids, run_index):
 
 
 # --- report --------------------------------------------------------------------------------------
-
-
-def median(values):
-    values = [v for v in values if v is not None]
-    return statistics.median(values) if values else None
 
 
 def summarize(results, variants):
@@ -1026,23 +785,12 @@ def targets_text(checks):
 
 
 def machine():
-    info = {"python": platform.python_version(), "cores": os.cpu_count()}
-    with contextlib.suppress(OSError):
-        for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                info["cpu"] = line.split(":", 1)[1].strip()
-                break
-    with contextlib.suppress(OSError):
-        for line in pathlib.Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal"):
-                info["ram_gib"] = round(int(line.split()[1]) / 1024 / 1024, 1)
-    import salt.version  # pylint: disable=import-outside-toplevel
-
-    info["salt"] = salt.version.__version__
-    with contextlib.suppress(Exception):
-        from importlib.metadata import version  # pylint: disable=import-outside-toplevel
-
-        info["saltext.mysql"] = version("saltext.mysql")
+    """The machine and the Salt measured (the JSON's ``machine``, printed with the table)."""
+    info = {key: value for key, value in _results.machine().items() if key != "platform"}
+    found = _results.versions("saltext.mysql")
+    info["salt"] = found["salt"]
+    if "saltext.mysql" in found:
+        info["saltext.mysql"] = found["saltext.mysql"]
     return info
 
 
@@ -1079,14 +827,10 @@ def main(argv=None):
     )
     parser.add_argument("--keep", action="store_true", help="keep the temp roots (logs) for inspection")
     args = parser.parse_args(argv)
-    import yaml  # pylint: disable=import-outside-toplevel
-
-    args.master_opts = {}
-    for item in args.master_opt:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            parser.error(f"--master-opt wants KEY=VALUE, got {item!r}")
-        args.master_opts[key.strip()] = yaml.safe_load(value)
+    try:
+        args.master_opts = salt_daemons.parse_opts(args.master_opt)
+    except ValueError as err:
+        parser.error(str(err))
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown:
@@ -1111,13 +855,13 @@ def main(argv=None):
     recorder = _results.Recorder("headline")
     started = time.time()
     info = machine()
-    log(f"machine: {info}; load {loadavg():.1f}")
+    log(f"machine: {info}; load {os.getloadavg()[0]:.1f}")
     keys_root = pathlib.Path(tempfile.mkdtemp(prefix="hl-keys-", dir="/tmp"))
     ids = driver.minion_ids(args.minions)
     results = []
     try:
         t = time.monotonic()
-        driver.generate_keys(keys_root, ids + [PING_MINION])
+        salt_keys.generate_keys(keys_root, ids + [PING_MINION])
         log(f"{len(ids)} minion key pairs generated in {time.monotonic() - t:.1f} s")
         for run_index in range(args.runs):
             for name in variants:

@@ -61,7 +61,6 @@ start and end; see ``_results.py``).
 
 import argparse
 import datetime
-import math
 import multiprocessing
 import pathlib
 import random
@@ -78,8 +77,6 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 
 import _results  # noqa: E402
 import _saltext_mysql  # noqa: E402
-import psycopg  # noqa: E402
-import pymysql  # noqa: E402
 import salt.config  # noqa: E402
 import salt.minion  # noqa: E402
 import salt.utils.data  # noqa: E402
@@ -88,9 +85,9 @@ import sqlalchemy as sa  # noqa: E402
 
 from salt_engine_lib import jids, records  # noqa: E402
 from salt_engine_lib.store import Store, connection, queries, schema  # noqa: E402
-
-MYSQL_URL = "mysql+pymysql://root@127.0.0.1:3306/{}"
-POSTGRESQL_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/{}"
+from tests.support import databases  # noqa: E402
+from tests.support.processes import in_forked_process  # noqa: E402
+from tests.support.stats import nearest_rank  # noqa: E402
 
 VARIANTS = {  # key -> table label
     "relay-sqlite": "relay, SQLite",
@@ -211,7 +208,7 @@ def fill_relay(url, count, batch):
 
 
 def fill_saltext_mysql(database, count, batch):
-    conn = pymysql.connect(host="127.0.0.1", user="root", database=database, charset="utf8")
+    conn = databases.mysql_admin(database=database, charset="utf8", autocommit=False)
     try:
         with conn.cursor() as cursor:
             for indices in chunks(count, batch):
@@ -247,7 +244,7 @@ _worker_minion = None
 
 
 def _local_cache_init(cachedir):
-    global _worker_minion  # pylint: disable=global-statement
+    global _worker_minion  # one MasterMinion per fill process, made once by the pool's initializer
     _worker_minion = master_minion("local_cache", {"cachedir": cachedir})
 
 
@@ -280,18 +277,12 @@ def master_minion(job_cache, extra_opts):
     is garbage collected runs ``destroy()``, which loads every returner again
     with *its* opts. Two job caches in one process can therefore read each
     other's opts (seen here: local_cache walking another variant's cachedir),
-    so each variant is measured in a process of its own (``in_process``).
+    so each variant is measured in a process of its own (``in_forked_process``).
     """
     opts = salt.config.master_config("/dev/null")
     opts["master_job_cache"] = job_cache
     opts.update(extra_opts)
     return salt.minion.MasterMinion(opts)
-
-
-def in_process(function, *args):
-    """``function(*args)`` in a forked process of its own; its result or its exception."""
-    with multiprocessing.get_context("fork").Pool(1) as pool:
-        return pool.apply(function, args)
 
 
 def measure_variant(name, extra_opts, count, args, seed, with_get_jids):
@@ -339,11 +330,6 @@ def timed_calls(calls, budget, min_calls):
     return costs
 
 
-def p99(costs):
-    ordered = sorted(costs)
-    return ordered[math.ceil(0.99 * len(ordered)) - 1]
-
-
 def measure_run(returners, name, count, args, seed, with_get_jids):
     """{function: (median ms, p99 ms, calls)} for one run."""
     fn = {f: returners[f"{name}.{f}"] for f in ("get_jids_filter", "get_load", "get_jid", "get_jids")}
@@ -366,13 +352,13 @@ def measure_run(returners, name, count, args, seed, with_get_jids):
             raise WrongAnswer(f"get_jids() returned {len(answer)} of {count} jobs")
         del answer
         out["get_jids()"] = timed_calls((lambda: fn["get_jids"]() for _ in range(5)), args.budget, 1)
-    return {f: (statistics.median(c), p99(c), len(c)) for f, c in out.items()}
+    return {f: (statistics.median(c), nearest_rank(c, 0.99), len(c)) for f, c in out.items()}
 
 
 def explain_relay(url, jid):
     """Query plans of relay's get_jids_filter(50), get_load and get_jid statements."""
     statements = {
-        "get_jids_filter(50)": queries._job_page_query(50, exclude_funs=(FIND_JOB,)),  # pylint: disable=protected-access
+        "get_jids_filter(50)": queries._job_page_query(50, exclude_funs=(FIND_JOB,)),  # the statement get_jids_filter runs
         "get_load(jid)": sa.select(schema.jobs.c.load, schema.jobs.c.minions).where(schema.jobs.c.jid == jid),
         "get_jid(jid)": sa.select(schema.returns.c.minion_id, schema.returns.c.ret, schema.returns.c.document)
         .where(schema.returns.c.jid == jid)
@@ -407,32 +393,27 @@ class Resources:
 
     def __init__(self):
         self.tmp = pathlib.Path(tempfile.mkdtemp(prefix="relay-bench-reads-"))
-        self.mysql = pymysql.connect(host="127.0.0.1", user="root", autocommit=True)
-        self.postgresql = psycopg.connect(host="127.0.0.1", user="postgres", dbname="postgres", autocommit=True)
+        self.mysql = databases.mysql_admin()
+        self.postgresql = databases.postgresql_admin()
         self.mysql_databases, self.postgresql_databases = [], []
         self.local_caches = {}  # job count -> cachedir, reused across sizes
 
     def mariadb(self, saltext=False):
-        if saltext:
-            name = _saltext_mysql.create_database(self.mysql)
-        else:
-            name = f"relay_bench_{uuid.uuid4().hex[:8]}"
-            self.mysql.cursor().execute(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4")
+        name = _saltext_mysql.create_database(self.mysql) if saltext else databases.create_database("mysql", "relay_bench")
         self.mysql_databases.append(name)
         return name
 
     def postgres(self):
-        name = f"relay_bench_{uuid.uuid4().hex[:8]}"
-        self.postgresql.execute(f'CREATE DATABASE "{name}"')
+        name = databases.create_database("postgresql", "relay_bench")
         self.postgresql_databases.append(name)
         return name
 
     def drop_databases(self):
         connection.dispose_all()
         while self.mysql_databases:
-            self.mysql.cursor().execute(f"DROP DATABASE IF EXISTS `{self.mysql_databases.pop()}`")
+            databases.drop_database("mysql", self.mysql_databases.pop())
         while self.postgresql_databases:
-            self.postgresql.execute(f'DROP DATABASE IF EXISTS "{self.postgresql_databases.pop()}" WITH (FORCE)')
+            databases.drop_database("postgresql", self.postgresql_databases.pop())
 
     def close(self):
         try:
@@ -469,13 +450,13 @@ def run_size(res, count, args):
             if args.explain:
                 plans += [f"  {label}:"] + explain_relay(url, jid_of(count // 2))
         elif key == "relay-mariadb":
-            url = MYSQL_URL.format(res.mariadb())
+            url = databases.server_url("mysql", res.mariadb())
             fill_relay(url, count, args.batch)
             built[label] = ("relay", {"relay": {"database_url": url}}, count)
             if args.explain:
                 plans += [f"  {label}:"] + explain_relay(url, jid_of(count // 2))
         elif key == "relay-postgresql":
-            url = POSTGRESQL_URL.format(res.postgres())
+            url = databases.server_url("postgresql", res.postgres())
             fill_relay(url, count, args.batch)
             built[label] = ("relay", {"relay": {"database_url": url}}, count)
             if args.explain:
@@ -506,7 +487,7 @@ def run_size(res, count, args):
     for run in range(args.runs):
         for label, (name, extra_opts, job_count) in built.items():
             cachedir = extra_opts.get("cachedir") or str(res.tmp / "cachedir" / uuid.uuid4().hex[:8])
-            per_run = in_process(
+            per_run = in_forked_process(
                 measure_variant, name, {**extra_opts, "cachedir": cachedir}, job_count, args, 1000 * count + run, count <= GET_JIDS_MAX_JOBS
             )
             for function, value in per_run.items():

@@ -18,11 +18,12 @@ Variants (all in the same run):
 What one run of one variant does:
 
 1. Creates a temp root (``/tmp/rbench-*``, short for AF_UNIX paths), writes a minimal
-   master config (user root, interface 127.0.0.1, free publish_port/ret_port, pki_dir,
-   cachedir, sock_dir under the root, ``engines: [{relay: {}}]`` and a ``relay:`` block
-   with broker_url, database_url and a unique queue ``relay-bench-<uuid>``), and starts
-   ``salt-master -c <root>/conf`` as a subprocess; in the broker variants also
-   ``salt-relay -c <root>/conf worker`` (same ``relay:`` block). The relay options not
+   master config (``tests.support.salt_daemons.Master``: the current user, interface
+   127.0.0.1, free publish_port/ret_port, pki_dir, cachedir, sock_dir and log under
+   ``<root>/master``, ``engines: [{relay: {}}]`` and a ``relay:`` block with broker_url,
+   database_url and a unique queue ``relay-bench-<hex8>``), and starts
+   ``salt-master -c <root>/master`` as a subprocess; in the broker variants also
+   ``salt-relay -c <root>/master worker`` (same ``relay:`` block). The relay options not
    named here are the defaults (batch_size 500, batch_max_wait 0.2 s, prefetch 8).
 2. Starts a no-op listener process on the same bus (``get_master_event(listen=True)``,
    ``get_event(full=True)`` in a loop; it only counts events per phase and notes how old
@@ -49,7 +50,7 @@ What one run of one variant does:
    master's EventPublisher falls behind, the senders are slowed down with it: a
    ``fired/s`` below the target is reported (NOTE and FAIL lines), never hidden.
 4. Waits until the listener count is stable, the engine's stats file
-   (``<cachedir>/relay/engine-stats.json``, rewritten every 2 s) shows no pending events,
+   (``salt_engine_lib.paths.engine_stats``, rewritten every 2 s) shows no pending events,
    and the new rows in ``events`` equal the engine's new ``accepted`` (or a timeout), then
    reads:
 
@@ -99,26 +100,23 @@ import pathlib
 import select
 import shutil
 import signal
-import socket
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import uuid
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 
-import _results  # noqa: E402  pylint: disable=wrong-import-position
+import _results  # noqa: E402
+from _results import log  # noqa: E402
+
+from tests.support import brokers, databases, engine_stats, processes, salt_daemons  # noqa: E402
+from tests.support.servers import ServerUnavailable  # noqa: E402
+from tests.support.stats import median, percentile  # noqa: E402
 
 VARIANTS = ("rabbitmq", "redis", "embedded")
-RABBITMQ_URL = os.environ.get("RELAY_TEST_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672//")
-REDIS_URL = os.environ.get("RELAY_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
-MYSQL_HOST = os.environ.get("RELAY_TEST_MYSQL_HOST", "127.0.0.1")
-MYSQL_PORT = int(os.environ.get("RELAY_TEST_MYSQL_PORT", "3306"))
-BIN = pathlib.Path(sys.executable).parent
 MASTER_ID = "relay-bench-master"
 
 # Salt's EventPublisher (salt/transport/tcp.py) closes a subscriber whose per-subscriber
@@ -131,17 +129,13 @@ TARGET_P99_LAG = 1.0
 TARGET_RSS_MB = 150.0
 
 
-def log(msg):
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
-
-
 # =============================================================================================
 # Child roles: sender and listener (run as `python pipeline.py --role ...`)
 # =============================================================================================
 
 
 def _salt_opts(master_config):
-    import salt.config  # pylint: disable=import-outside-toplevel
+    import salt.config
 
     return salt.config.master_config(master_config)
 
@@ -158,9 +152,9 @@ def role_sender(args):
     publisher instead of starting a thread per event (the path the master's MWorkers take
     with ``master_async_mworker: True``). The master's config is unchanged.
     """
-    import asyncio  # pylint: disable=import-outside-toplevel
+    import asyncio
 
-    import salt.utils.event  # pylint: disable=import-outside-toplevel
+    import salt.utils.event
 
     opts = _salt_opts(args.master_config)
     out = sys.stdout
@@ -282,14 +276,14 @@ def _send_phase(cmd, index, senders, fire, sleep):
         sent_at = data["bench_sent"] = time.time()
         try:
             ok = fire(data, tag)
-        except Exception:  # pylint: disable=broad-except
+        except Exception:  # counted as a failed fire, like a False
             ok = False
         tally.done(sent_at, ok is not False)
     return tally.result()
 
 
 async def _send_phase_async(cmd, index, senders, bus):
-    import asyncio  # pylint: disable=import-outside-toplevel
+    import asyncio
 
     rate, count, t0 = cmd["rate"], cmd["count"], cmd["t0"]
     per_job = cmd["minions_per_job"] + 1
@@ -306,7 +300,7 @@ async def _send_phase_async(cmd, index, senders, bus):
         sent_at = data["bench_sent"] = time.time()
         try:
             ok = await bus.fire_event_async(data, tag)
-        except Exception:  # pylint: disable=broad-except
+        except Exception:  # counted as a failed fire, like a False
             ok = False
         tally.done(sent_at, ok is not False)
     return tally.result()
@@ -314,7 +308,7 @@ async def _send_phase_async(cmd, index, senders, bus):
 
 def role_listener(args):
     """No-op bus listener: counts events per bench_phase (and how old they are), dumps to a file."""
-    import salt.utils.event  # pylint: disable=import-outside-toplevel
+    import salt.utils.event
 
     stopping = []
     signal.signal(signal.SIGTERM, lambda *_: stopping.append(1))
@@ -364,209 +358,12 @@ def role_listener(args):
 
 
 # =============================================================================================
-# Orchestrator helpers
+# SQL reads
 # =============================================================================================
 
 
-class Unavailable(Exception):
-    pass
-
-
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def proc_children(pid):
-    kids = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = pathlib.Path(f"/proc/{entry}/stat").read_text()
-        except OSError:
-            continue
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        if ppid == pid:
-            kids.append(int(entry))
-    return kids
-
-
-def proc_tree(pid):
-    found, todo = [], [pid]
-    while todo:
-        current = todo.pop()
-        for kid in proc_children(current):
-            found.append(kid)
-            todo.append(kid)
-    return found
-
-
-def proc_status(pid):
-    """{VmRSS, VmHWM} in MB, or None if gone."""
-    try:
-        text = pathlib.Path(f"/proc/{pid}/status").read_text()
-    except OSError:
-        return None
-    values = {}
-    for line in text.splitlines():
-        key, _, rest = line.partition(":")
-        if key in ("VmRSS", "VmHWM"):
-            values[key] = int(rest.split()[0]) / 1024.0
-    return values
-
-
-def proc_cpu_seconds(pid):
-    try:
-        stat = pathlib.Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = stat.rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def proc_cmdline(pid):
-    try:
-        return pathlib.Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
-    except OSError:
-        return ""
-
-
-def stop_processes(procs):
-    """Stop processes we started: SIGTERM all of them at once, wait for each up to its
-    timeout, then SIGKILL it and any leftover descendant, each by pid.
-
-    ``procs``: [(Popen or None, name, timeout seconds)].
-    """
-    procs = [(proc, name, timeout) for proc, name, timeout in procs if proc is not None]
-    descendants = {proc.pid: (proc_tree(proc.pid) if proc.poll() is None else []) for proc, _, _ in procs}
-    for proc, _, _ in procs:
-        if proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                proc.send_signal(signal.SIGTERM)
-    started = time.monotonic()
-    for proc, name, timeout in procs:
-        try:
-            proc.wait(timeout=max(0.1, started + timeout - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            log(f"{name} (pid {proc.pid}) did not stop within {timeout:.0f} s: SIGKILL")
-            proc.kill()
-            proc.wait(timeout=10)
-    deadline = time.monotonic() + 10
-    for proc, name, _ in procs:
-        for pid in descendants[proc.pid]:
-            while time.monotonic() < deadline and pathlib.Path(f"/proc/{pid}").exists():
-                try:
-                    state = pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-                except OSError:
-                    break
-                if state == "Z":
-                    break
-                time.sleep(0.1)
-            else:
-                if pathlib.Path(f"/proc/{pid}").exists():
-                    log(f"{name}: leftover child {pid} ({proc_cmdline(pid)[:60]}): SIGKILL")
-                    with contextlib.suppress(ProcessLookupError):
-                        os.kill(pid, signal.SIGKILL)
-
-
-# --- databases and queues ------------------------------------------------------------------
-
-
-def mysql_admin():
-    import pymysql  # pylint: disable=import-outside-toplevel
-
-    try:
-        return pymysql.connect(host=MYSQL_HOST, port=MYSQL_PORT, user="root", password="", connect_timeout=5, autocommit=True)
-    except pymysql.err.OperationalError as err:
-        raise Unavailable(f"mariadb at {MYSQL_HOST}:{MYSQL_PORT}: {err}") from None
-
-
-def create_database(variant, root):
-    """(url, drop) of a fresh database for the variant."""
-    if variant == "embedded":
-        path = root / "db" / "relay.db"
-        path.parent.mkdir(parents=True)
-        return f"sqlite:///{path}", lambda: None
-    name = f"relay_bench_pipe_{uuid.uuid4().hex[:8]}"
-    with mysql_admin() as conn, conn.cursor() as cursor:
-        cursor.execute(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4")
-
-    def drop():
-        from salt_engine_lib.store import connection  # pylint: disable=import-outside-toplevel
-
-        connection.dispose_all()
-        with mysql_admin() as conn, conn.cursor() as cursor:
-            cursor.execute(f"DROP DATABASE IF EXISTS `{name}`")
-
-    return f"mysql+pymysql://root@{MYSQL_HOST}:{MYSQL_PORT}/{name}", drop
-
-
-def broker_url_of(variant):
-    return {"rabbitmq": RABBITMQ_URL, "redis": REDIS_URL}.get(variant)
-
-
-def check_broker(url):
-    import kombu  # pylint: disable=import-outside-toplevel
-
-    try:
-        with kombu.Connection(url, connect_timeout=5) as conn:
-            conn.ensure_connection(max_retries=1)
-    except Exception as err:  # pylint: disable=broad-except
-        raise Unavailable(f"{url.split('@')[-1]}: {type(err).__name__}: {err}") from None
-
-
-def queue_depth(url, name):
-    import kombu  # pylint: disable=import-outside-toplevel
-
-    from salt_engine_lib import broker  # pylint: disable=import-outside-toplevel
-
-    with kombu.Connection(url, connect_timeout=5) as conn:
-        try:
-            _, count, _ = broker.queue(name).bind(conn.channel()).queue_declare(passive=True)
-        except conn.channel_errors:
-            return 0  # never declared (or, on Redis, emptied)
-        return count
-
-
-def delete_queues(url, *names):
-    import kombu  # pylint: disable=import-outside-toplevel
-
-    from salt_engine_lib import broker  # pylint: disable=import-outside-toplevel
-
-    with kombu.Connection(url, connect_timeout=5) as conn:
-        for name in names:
-            try:
-                broker.queue(name).bind(conn.channel()).delete()
-            except Exception:  # pylint: disable=broad-except
-                pass
-
-
-# --- SQL reads -------------------------------------------------------------------------------
-
-
-def _to_epoch(value):
-    if isinstance(value, str):
-        value = datetime.datetime.fromisoformat(value)
-    return value.replace(tzinfo=datetime.timezone.utc).timestamp()
-
-
-class Rows:
-    """Read-only access to the benchmark database (own engine, not the store's)."""
-
-    def __init__(self, url):
-        import sqlalchemy as sa  # pylint: disable=import-outside-toplevel
-
-        self.sa = sa
-        args = {"timeout": 30} if url.startswith("sqlite") else {}
-        self.engine = sa.create_engine(url, connect_args=args, future=True)
-        # Each read must see the latest commits: autocommit, no REPEATABLE READ snapshot.
-        self.engine = self.engine.execution_options(isolation_level="AUTOCOMMIT")
-
-    def scalar(self, sql, **params):
-        with self.engine.connect() as conn:
-            return conn.execute(self.sa.text(sql), params).scalar()
+class Rows(databases.Reader):
+    """The counts and lags a phase reads from the benchmark database."""
 
     def max_event_id(self):
         return self.scalar("SELECT COALESCE(MAX(id), 0) FROM events")
@@ -579,24 +376,9 @@ class Rows:
 
     def return_lags(self, lo, hi):
         sql = "SELECT stored_at, JSON_EXTRACT(document, '$.bench_sent') FROM returns WHERE jid >= :lo AND jid <= :hi"
-        with self.engine.connect() as conn:
-            rows = conn.execute(self.sa.text(sql), {"lo": lo, "hi": hi}).all()
-        lags = []
-        for stored_at, sent in rows:
-            if stored_at is None or sent is None:
-                continue
-            lags.append(_to_epoch(stored_at) - float(sent))
-        return lags
-
-    def dispose(self):
-        self.engine.dispose()
-
-
-def percentile(values, q):
-    if not values:
-        return None
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+        return [
+            databases.epoch(stored_at) - float(sent) for stored_at, sent in self.rows(sql, lo=lo, hi=hi) if None not in (stored_at, sent)
+        ]
 
 
 # =============================================================================================
@@ -609,16 +391,15 @@ class Pipeline:
         self.variant = variant
         self.args = args
         self.root = pathlib.Path(tempfile.mkdtemp(prefix="rbench-", dir="/tmp"))
-        self.conf_dir = self.root / "conf"
-        self.master_file = self.conf_dir / "master"
-        self.cachedir = self.root / "cache"
-        self.stats_file = self.cachedir / "relay" / "engine-stats.json"
+        self.logs = self.root / "logs"
+        self.logs.mkdir()
         self.listener_file = self.root / "listener.json"
-        self.broker_url = broker_url_of(variant)
-        self.queue = f"relay-bench-{uuid.uuid4().hex[:12]}"
-        self.master = self.worker = self.listener = None
+        self.broker_url = None
+        self.queue = brokers.unique_queue("relay-bench")
+        self.master = self.master_proc = self.worker = self.listener = None
+        self.daemons = salt_daemons.Daemons(self.logs)  # master.console, worker.console (the worker's log)
         self.senders = []
-        self.drop_db = None
+        self.database = contextlib.ExitStack()  # drops the benchmark database
         self.rows = None
         self.engine_pid = None
         self.dead_lettered = None
@@ -627,64 +408,24 @@ class Pipeline:
     # -- setup ------------------------------------------------------------------------------
 
     def start(self):
-        import yaml  # pylint: disable=import-outside-toplevel
+        from salt_engine_lib.store import Store
 
-        if self.broker_url:
-            check_broker(self.broker_url)
-        self.database_url, self.drop_db = create_database(self.variant, self.root)
-        from salt_engine_lib.store import Store  # pylint: disable=import-outside-toplevel
-
+        if self.variant != "embedded":
+            self.broker_url = brokers.check_broker(self.variant)
+        dialect = "sqlite" if self.variant == "embedded" else "mysql"
+        self.database_url = self.database.enter_context(databases.fresh_database(dialect, self.root, prefix="relay_bench_pipe"))
         Store(self.database_url).ensure_schema()  # schema, before timing
         self.rows = Rows(self.database_url)
-        for sub in ("conf", "pki", "cache", "sock", "srv/salt", "srv/pillar", "extmods", "logs"):
-            (self.root / sub).mkdir(parents=True, exist_ok=True)
         relay = {"database_url": self.database_url}
         if self.broker_url:
             relay.update(broker_url=self.broker_url, queue=self.queue, dead_letter_queue=f"{self.queue}.dlq")
-        config = {
-            "id": MASTER_ID,
-            "user": "root",
-            "interface": "127.0.0.1",
-            "publish_port": free_port(),
-            "ret_port": free_port(),
-            "root_dir": str(self.root),
-            "pki_dir": str(self.root / "pki"),
-            "cachedir": str(self.cachedir),
-            "sock_dir": str(self.root / "sock"),
-            "extension_modules": str(self.root / "extmods"),
-            "pidfile": str(self.root / "master.pid"),
-            "log_file": str(self.root / "logs" / "master.log"),
-            "log_level_logfile": "info",
-            "file_roots": {"base": [str(self.root / "srv" / "salt")]},
-            "pillar_roots": {"base": [str(self.root / "srv" / "pillar")]},
-            "engines": [{"relay": {}}],
-            "relay": relay,
-        }
-        config.update(self.args.master_opts)
-        self.master_file.write_text(yaml.safe_dump(config))
+        self.master = salt_daemons.Master(
+            self.root / "master", MASTER_ID, log_level_logfile="info", engines=[{"relay": {}}], relay=relay, **self.args.master_opts
+        ).write()
         log(f"{self.variant}: starting salt-master in {self.root}")
-        self.master = subprocess.Popen(
-            [str(BIN / "salt-master"), "-c", str(self.conf_dir), "-l", "warning"],
-            stdout=open(self.root / "logs" / "master.out", "wb"),
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+        self.master_proc = self.daemons.start("master", self.master.argv())
         if self.broker_url:
-            self.worker = subprocess.Popen(
-                [
-                    str(BIN / "salt-relay"),
-                    "-c",
-                    str(self.conf_dir),
-                    "-l",
-                    "info",
-                    "worker",
-                    "--concurrency",
-                    str(self.args.worker_concurrency),
-                ],
-                stdout=open(self.root / "logs" / "worker.log", "wb"),
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+            self.worker = self.daemons.start("worker", self.master.worker_argv("--concurrency", str(self.args.worker_concurrency)))
         # Senders connect to the bus at their first fire (after the warm-up starts).
         for index in range(self.args.senders):
             self.senders.append(
@@ -695,7 +436,7 @@ class Pipeline:
                         "--role",
                         "sender",
                         "--master-config",
-                        str(self.master_file),
+                        str(self.master.config_file),
                         "--index",
                         str(index),
                         "--senders",
@@ -705,80 +446,76 @@ class Pipeline:
                     ],
                     stdin=subprocess.PIPE,
                     stdout=subprocess.PIPE,
-                    stderr=open(self.root / "logs" / f"sender{index}.log", "wb"),
+                    stderr=open(self.logs / f"sender{index}.log", "wb"),
                     text=True,
                     bufsize=1,
                 )
             )
         self.listener = subprocess.Popen(
-            [sys.executable, __file__, "--role", "listener", "--master-config", str(self.master_file), "--out", str(self.listener_file)],
-            stdout=open(self.root / "logs" / "listener.log", "wb"),
+            [
+                sys.executable,
+                __file__,
+                "--role",
+                "listener",
+                "--master-config",
+                str(self.master.config_file),
+                "--out",
+                str(self.listener_file),
+            ],
+            stdout=open(self.logs / "listener.log", "wb"),
             stderr=subprocess.STDOUT,
         )
         self._wait_engine()
         deadline = time.monotonic() + 60
         while not self.listener_counts().get("_connected"):
             if time.monotonic() > deadline or self.listener.poll() is not None:
-                raise RuntimeError(f"the listener did not connect to the bus; see {self.root}/logs/listener.log")
+                raise RuntimeError(f"the listener did not connect to the bus; see {self.logs}/listener.log")
             time.sleep(0.2)
         for sender in self.senders:
             self._read_reply(sender, 60)
         self._warm_up()
 
     def _wait_engine(self, timeout=90):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.master.poll() is not None:
-                raise RuntimeError(f"salt-master exited ({self.master.returncode}); see {self.root}/logs")
-            if self.worker is not None and self.worker.poll() is not None:
-                raise RuntimeError(f"salt-relay worker exited ({self.worker.returncode}); see {self.root}/logs/worker.log")
-            stats = self.engine_stats()
-            if stats and pathlib.Path(f"/proc/{stats['pid']}").exists():
-                self.engine_pid = stats["pid"]
-                tree = proc_tree(self.master.pid)
-                cmd = proc_cmdline(self.engine_pid)
-                if self.engine_pid not in tree or "Engine" not in cmd:
-                    log(
-                        f"warning: engine pid {self.engine_pid} from the stats file: in master tree "
-                        f"{self.engine_pid in tree}, cmdline {cmd!r}"
-                    )
-                log(f"{self.variant}: engine up (pid {self.engine_pid}, {stats['mode']} mode, cmdline {cmd!r})")
-                return
-            time.sleep(0.2)
-        raise RuntimeError(f"the relay engine did not write {self.stats_file} within {timeout} s; see {self.root}/logs")
+        try:
+            stats = engine_stats.wait_until_running(self.master.opts, timeout, check=self.daemons.check)
+        except salt_daemons.DaemonError as err:
+            raise RuntimeError(f"{err}; see {self.root}") from None
+        self.engine_pid = stats["pid"]
+        tree = processes.tree(self.master_proc.pid)
+        cmd = processes.cmdline(self.engine_pid)
+        if self.engine_pid not in tree or "Engine" not in cmd:
+            log(f"warning: engine pid {self.engine_pid} from the stats file: in master tree {self.engine_pid in tree}, cmdline {cmd!r}")
+        log(f"{self.variant}: engine up (pid {self.engine_pid}, {stats['mode']} mode, cmdline {cmd!r})")
 
     def tracked_pids(self):
         """{role: [pids]} of the processes whose CPU time a phase reports."""
         roles = {"engine": [self.engine_pid], "listener": [self.listener.pid], "senders": [s.pid for s in self.senders]}
         if self.worker is not None:
-            roles["worker"] = [self.worker.pid] + proc_tree(self.worker.pid)
-        for pid in proc_tree(self.master.pid) + [self.master.pid]:
+            roles["worker"] = [self.worker.pid] + processes.tree(self.worker.pid)
+        for pid in processes.tree(self.master_proc.pid) + [self.master_proc.pid]:
             if pid == self.engine_pid:
                 continue
-            # Salt's process title follows the command line: "... -l warning EventPublisher"
-            title = proc_cmdline(pid).split(" -l warning", 1)[-1].strip() or "MainProcess"
+            # Salt's process title is the command line (ending in --log-file <file>) + the process name.
+            title = processes.cmdline(pid).split(str(self.master.log_file), 1)[-1].strip() or "MainProcess"
             title = "master:" + title.split("(", 1)[0].split(" ")[-1][:40]
             roles.setdefault(title, []).append(pid)
         return roles
 
     def cpu_snapshot(self):
-        return {role: sum(proc_cpu_seconds(pid) or 0.0 for pid in pids) for role, pids in self.tracked_pids().items()}
+        return {role: sum(processes.cpu_seconds(pids).values()) for role, pids in self.tracked_pids().items()}
 
     def engine_stats(self):
-        try:
-            return json.loads(self.stats_file.read_text())
-        except (OSError, ValueError):
-            return None
+        return engine_stats.read(self.master.opts)
 
     def master_log_size(self):
         try:
-            return (self.root / "logs" / "master.log").stat().st_size
+            return self.master.log_file.stat().st_size
         except OSError:
             return 0
 
     def master_log_lines(self, offset, mark):
         try:
-            with open(self.root / "logs" / "master.log", "rb") as handle:
+            with open(self.master.log_file, "rb") as handle:
                 handle.seek(offset)
                 text = handle.read().decode(errors="replace")
         except OSError:
@@ -800,7 +537,7 @@ class Pipeline:
             raise RuntimeError(f"sender {sender.pid} did not answer within {timeout} s")
         line = sender.stdout.readline()
         if not line:
-            raise RuntimeError(f"sender {sender.pid} exited ({sender.poll()}); see {self.root}/logs")
+            raise RuntimeError(f"sender {sender.pid} exited ({sender.poll()}); see {self.logs}")
         return json.loads(line)
 
     def _fire(self, phase, rate, count, jids, lead=0.5):
@@ -872,7 +609,7 @@ class Pipeline:
         event_id = self.rows.max_event_id()
         rows_before = self.rows.events_after(0)
         log_offset = self.master_log_size()
-        cpu_before = proc_cpu_seconds(self.engine_pid)
+        cpu_before = processes.cpu_seconds([self.engine_pid]).get(self.engine_pid)
         roles_before = self.cpu_snapshot()
         load_before = os.getloadavg()[0]
 
@@ -887,10 +624,9 @@ class Pipeline:
                 k = waiting.pop(stream)
                 line = stream.readline()
                 if not line:
-                    raise RuntimeError(f"sender {k} exited; see {self.root}/logs/sender{k}.log")
+                    raise RuntimeError(f"sender {k} exited; see {self.logs}/sender{k}.log")
                 replies[k] = json.loads(line)
-            status = proc_status(self.engine_pid) or {}
-            rss_max = max(rss_max, status.get("VmRSS", 0.0))
+            rss_max = max(rss_max, processes.rss_mb(self.engine_pid) or 0.0)
             if time.time() > hard_deadline:
                 raise RuntimeError("senders did not finish in time")
         roles_cpu = {role: round(value - roles_before.get(role, 0.0), 2) for role, value in self.cpu_snapshot().items()}
@@ -908,8 +644,7 @@ class Pipeline:
         listener_prev, listener_stable_since = -1, time.monotonic()
         stats_seen = []
         while time.monotonic() < deadline:
-            status = proc_status(self.engine_pid) or {}
-            rss_max = max(rss_max, status.get("VmRSS", 0.0))
+            rss_max = max(rss_max, processes.rss_mb(self.engine_pid) or 0.0)
             rows_now = self.rows.events_after(event_id)
             if rows_now != last_rows:
                 last_rows, last_change = rows_now, time.time()
@@ -939,8 +674,7 @@ class Pipeline:
                 f"accepted delta {accepted_delta}); counting what is there"
             )
         stats = self.engine_stats() or {}
-        cpu_after = proc_cpu_seconds(self.engine_pid)
-        status = proc_status(self.engine_pid) or {}
+        cpu_after = processes.cpu_seconds([self.engine_pid]).get(self.engine_pid)
         rows_events = self.rows.events_after(event_id)
         rows_returns = self.rows.count_jids("returns", jids[0], jids[-1])
         rows_jobs = self.rows.count_jids("jobs", jids[0], jids[-1])
@@ -989,9 +723,9 @@ class Pipeline:
             "lag_p99_s": percentile(lags, 0.99),
             "lag_max_s": max(lags) if lags else None,
             "lag_samples": len(lags),
-            "engine_rss_mb": status.get("VmRSS"),
+            "engine_rss_mb": processes.rss_mb(self.engine_pid),
             "engine_rss_max_sampled_mb": rss_max,
-            "engine_hwm_mb": status.get("VmHWM"),
+            "engine_hwm_mb": processes.peak_rss_mb(self.engine_pid),
             "engine_cpu_s_per_1k": (cpu_after - cpu_before) / accepted * 1000 if accepted and cpu_after else None,
             "engine_reader_overflowed": stats.get("reader_overflowed", 0) - before.get("reader_overflowed", 0),
             "engine_spool_lost": stats.get("spool_lost_events", 0) - before.get("spool_lost_events", 0),
@@ -1018,31 +752,30 @@ class Pipeline:
             with contextlib.suppress(Exception):
                 sender.stdin.write(json.dumps({"quit": True}) + "\n")
                 sender.stdin.flush()
-        stop_processes(
+        processes.stop(
             [(sender, f"sender{index}", 5) for index, sender in enumerate(self.senders)]
-            + [(self.listener, "listener", 5), (self.worker, "worker", 20), (self.master, "salt-master", 30)]
+            + [(self.listener, "listener", 5), (self.worker, "worker", 20), (self.master_proc, "salt-master", 30)],
+            report=log,
         )
         if self.rows is not None:
             self.rows.dispose()
         if self.broker_url:
             try:
-                self.dead_lettered = queue_depth(self.broker_url, f"{self.queue}.dlq")
+                self.dead_lettered = brokers.queue_depth(self.broker_url, f"{self.queue}.dlq", missing_ok=True)
                 if self.dead_lettered:
                     log(f"{self.variant}: {self.dead_lettered} messages in the dead-letter queue")
-                delete_queues(self.broker_url, self.queue, f"{self.queue}.dlq")
-            except Exception as err:  # pylint: disable=broad-except
+                brokers.delete_queues(self.broker_url, self.queue, f"{self.queue}.dlq")
+            except Exception as err:  # teardown goes on: the rest must still be cleaned up
                 log(f"{self.variant}: could not clean up queue {self.queue}: {err}")
-        if self.drop_db is not None:
-            try:
-                self.drop_db()
-            except Exception as err:  # pylint: disable=broad-except
-                log(f"{self.variant}: could not drop the database: {err}")
+        try:
+            self.database.close()
+        except Exception as err:  # teardown goes on
+            log(f"{self.variant}: could not drop the database: {err}")
 
     def log_problems(self):
         """ERROR/CRITICAL lines of the master and worker logs (counted, first few shown)."""
         found = {}
-        for name in ("master.log", "worker.log"):
-            path = self.root / "logs" / name
+        for name, path in (("master.log", self.master.log_file), ("worker.log", self.daemons.console("worker"))) if self.master else ():
             if not path.exists():
                 continue
             lines = [
@@ -1114,8 +847,7 @@ COLUMNS = (
 
 
 def median_of(results, key):
-    values = [r[key] for r in results if r.get(key) is not None]
-    return statistics.median(values) if values else None
+    return median([r.get(key) for r in results])
 
 
 def summarize(all_results, variants, rates):
@@ -1228,14 +960,10 @@ def parse_args(argv):
     parser.add_argument("--index", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    import yaml  # pylint: disable=import-outside-toplevel
-
-    args.master_opts = {}
-    for item in args.master_opt:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            parser.error(f"--master-opt wants KEY=VALUE, got {item!r}")
-        args.master_opts[key] = yaml.safe_load(value)
+    try:
+        args.master_opts = salt_daemons.parse_opts(args.master_opt)
+    except ValueError as err:
+        parser.error(str(err))
     if args.rates is None:
         args.rates = "1000,5000" if args.quick else "1000,3000,5000"
     args.rates = [int(r) for r in str(args.rates).split(",") if r]
@@ -1255,8 +983,6 @@ def main(argv=None):
         return role_sender(args)
     if args.role == "listener":
         return role_listener(args)
-    if os.geteuid() != 0:
-        log("note: not root; the master config says user: root")
     recorder = _results.Recorder("pipeline")
     started = time.monotonic()
     all_results, failures = [], []
@@ -1269,13 +995,13 @@ def main(argv=None):
         for variant in args.variants:
             try:
                 all_results += run_variant(variant, args, run_index)
-            except Unavailable as err:
+            except ServerUnavailable as err:
                 log(f"{variant}: skipped, server unavailable: {err}")
                 failures.append({"variant": variant, "run": run_index, "error": f"unavailable: {err}"})
             except KeyboardInterrupt:
                 log("interrupted; everything started was stopped")
                 return 130
-            except Exception as err:  # pylint: disable=broad-except
+            except Exception as err:  # reported, and the next variant runs
                 log(f"{variant} run {run_index} FAILED: {type(err).__name__}: {err}")
                 failures.append({"variant": variant, "run": run_index, "error": f"{type(err).__name__}: {err}"})
     elapsed = time.monotonic() - started

@@ -16,7 +16,7 @@ import json
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402  # pylint: disable=wrong-import-position
+import matplotlib.pyplot as plt  # noqa: E402  (after matplotlib.use)
 
 LABELS = {
     "noop": "no-op job cache (ceiling)",

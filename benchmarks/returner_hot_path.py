@@ -21,22 +21,25 @@ databases created here (``relay_bench_*``) are dropped at the end.
 """
 
 import argparse
-import multiprocessing
 import pathlib
 import statistics
+import sys
 import tempfile
 import threading
 import time
 import uuid
 
-import _results
-import _saltext_mysql
-import pymysql
-import salt.config
-import salt.minion
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
-from salt_engine_lib import paths
-from salt_engine_lib.store import connection
+import _results  # noqa: E402
+import _saltext_mysql  # noqa: E402
+import salt.config  # noqa: E402
+import salt.minion  # noqa: E402
+
+from salt_engine_lib import paths  # noqa: E402
+from tests.support import databases  # noqa: E402
+from tests.support.processes import in_forked_process  # noqa: E402
+from tests.support.stats import nearest_rank  # noqa: E402
 
 
 def minion_for(tmp, job_cache, relay_block=None, engine_alive=False, extra_opts=None):
@@ -54,7 +57,7 @@ def minion_for(tmp, job_cache, relay_block=None, engine_alive=False, extra_opts=
 
 
 def measure_variant(tmp, name, options, count):
-    """One variant in a process of its own (see ``in_process``)."""
+    """One variant in a process of its own (see ``in_forked_process``)."""
     minion = minion_for(tmp, name, **options)
     stop = threading.Event()
     if options.get("engine_alive"):
@@ -73,18 +76,6 @@ def measure_variant(tmp, name, options, count):
 def _keep_fresh(path, stop):
     while not stop.wait(2.0):
         path.touch()
-
-
-def in_process(function, *args):
-    """``function(*args)`` in a forked process; its result or its exception.
-
-    Salt 3008's loader shares one module object per returner (sys.modules)
-    whose ``__opts__`` is set by the loader that loaded it last, and a
-    garbage-collected MasterMinion's ``destroy()`` reloads every returner with
-    its own opts: variants sharing a process could use each other's opts.
-    """
-    with multiprocessing.get_context("fork").Pool(1) as pool:
-        return pool.apply(function, args)
 
 
 def measure(returners, name, count):
@@ -111,8 +102,7 @@ def measure(returners, name, count):
         save(jid, load)
         ret(load)
         costs.append((time.perf_counter_ns() - start) / 1000)
-    costs.sort()
-    return statistics.median(costs), costs[int(len(costs) * 0.99) - 1]
+    return statistics.median(costs), nearest_rank(costs, 0.99)
 
 
 def main():
@@ -125,13 +115,12 @@ def main():
     recorder = _results.Recorder("returner_hot_path")
     if args.quick:
         args.returns, args.runs = 300, 1
-    database = f"relay_bench_{uuid.uuid4().hex[:8]}"
-    admin = pymysql.connect(host="127.0.0.1", user="root", autocommit=True)
-    admin.cursor().execute(f"CREATE DATABASE `{database}` CHARACTER SET utf8mb4")
+    database = databases.create_database("mysql", "relay_bench")
     mysql_database = None
     results = {}
     try:
-        mysql_database = _saltext_mysql.create_database(admin)
+        with databases.mysql_admin() as admin:
+            mysql_database = _saltext_mysql.create_database(admin)
         with tempfile.TemporaryDirectory() as tmpdir:
             tmp = pathlib.Path(tmpdir)
             variants = {  # label -> (returner, minion_for options)
@@ -141,18 +130,16 @@ def main():
                     {"relay_block": {"database_url": f"sqlite:///{tmp}/outbox.db"}, "engine_alive": True},
                 ),
                 "relay, no engine, SQLite": ("relay", {"relay_block": {"database_url": f"sqlite:///{tmp}/direct.db"}}),
-                "relay, no engine, MariaDB": ("relay", {"relay_block": {"database_url": f"mysql+pymysql://root@127.0.0.1/{database}"}}),
+                "relay, no engine, MariaDB": ("relay", {"relay_block": {"database_url": databases.server_url("mysql", database)}}),
                 "saltext-mysql, MariaDB": ("mysql", {"extra_opts": _saltext_mysql.opts(mysql_database)}),
             }
             for _ in range(args.runs):
                 for label, (name, options) in variants.items():
-                    results.setdefault(label, []).append(in_process(measure_variant, tmp, name, options, args.returns))
+                    results.setdefault(label, []).append(in_forked_process(measure_variant, tmp, name, options, args.returns))
     finally:
-        connection.dispose_all()
-        admin.cursor().execute(f"DROP DATABASE IF EXISTS `{database}`")
+        databases.drop_database("mysql", database)
         if mysql_database:
-            _saltext_mysql.drop_database(admin, mysql_database)
-        admin.close()
+            databases.drop_database("mysql", mysql_database)
     base = statistics.median(r[0] for r in results["local_cache"])
     mysql_base = statistics.median(r[0] for r in results["saltext-mysql, MariaDB"])
     print(

@@ -20,21 +20,13 @@ import pathlib
 import sys
 import time
 
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 
-import _results  # noqa: E402  pylint: disable=wrong-import-position
-import pipeline as bench  # noqa: E402  pylint: disable=wrong-import-position
+import _results  # noqa: E402
+import pipeline as bench  # noqa: E402
 
-
-def tree_rss_mb(pid):
-    if pid is None:
-        return None
-    total = 0.0
-    for member in [pid, *bench.proc_tree(pid)]:
-        status = bench.proc_status(member)
-        if status:
-            total += status.get("VmRSS", 0.0)
-    return round(total, 1)
+from tests.support.processes import tree_rss_mb  # noqa: E402
 
 
 def main():

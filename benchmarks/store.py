@@ -31,14 +31,10 @@ so they are printed under the table.
 
 import argparse
 import datetime
-import os
 import pathlib
-import shutil
 import statistics
 import sys
-import tempfile
 import time
-import uuid
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
@@ -47,17 +43,11 @@ import _results  # noqa: E402
 import sqlalchemy as sa  # noqa: E402
 
 from salt_engine_lib import jids, records  # noqa: E402
-from salt_engine_lib.store import Store, connection, queries, schema  # noqa: E402
+from salt_engine_lib.store import Store, queries, schema  # noqa: E402
+from tests.support import databases  # noqa: E402
+from tests.support.servers import ServerUnavailable  # noqa: E402
 
 DIALECTS = ("sqlite", "mysql", "postgresql")
-MYSQL_HOST = os.environ.get("RELAY_TEST_MYSQL_HOST", "127.0.0.1")
-MYSQL_PORT = int(os.environ.get("RELAY_TEST_MYSQL_PORT", "3306"))
-POSTGRESQL_HOST = os.environ.get("RELAY_TEST_POSTGRESQL_HOST", "127.0.0.1")
-POSTGRESQL_PORT = int(os.environ.get("RELAY_TEST_POSTGRESQL_PORT", "5432"))
-START_HINT = {
-    "mysql": "start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd",
-    "postgresql": "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start",
-}
 
 BATCH_SIZE = 500
 NAIVE_CAP = 2000
@@ -65,56 +55,6 @@ MINIONS_PER_JOB = 100
 # payload -> (jobs, fun); returns = jobs * MINIONS_PER_JOB
 PAYLOADS = {"ping": (100, "test.ping"), "state": (10, "state.apply")}
 BASE_TIME = datetime.datetime(2026, 1, 2, 3, 4, 5)
-
-
-class Unavailable(Exception):
-    pass
-
-
-# --- databases ------------------------------------------------------------------------------
-
-
-def create_database(dialect):
-    """(url, drop) for a fresh, empty database."""
-    name = f"relay_test_{uuid.uuid4().hex[:8]}"
-    if dialect == "sqlite":
-        directory = tempfile.mkdtemp(prefix="relay-bench-")
-        return f"sqlite:///{directory}/{name}.db", lambda: shutil.rmtree(directory, ignore_errors=True)
-    if dialect == "mysql":
-        import pymysql
-
-        def admin():
-            try:
-                return pymysql.connect(host=MYSQL_HOST, port=MYSQL_PORT, user="root", password="", connect_timeout=5, autocommit=True)
-            except pymysql.err.OperationalError as err:
-                raise Unavailable(f"mysql at {MYSQL_HOST}:{MYSQL_PORT}: {err}") from None
-
-        def drop():
-            with admin() as conn, conn.cursor() as cursor:
-                cursor.execute(f"DROP DATABASE IF EXISTS `{name}`")
-
-        with admin() as conn, conn.cursor() as cursor:
-            cursor.execute(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4")
-        return f"mysql+pymysql://root@{MYSQL_HOST}:{MYSQL_PORT}/{name}", drop
-    if dialect == "postgresql":
-        import psycopg
-
-        def admin():
-            try:
-                return psycopg.connect(
-                    host=POSTGRESQL_HOST, port=POSTGRESQL_PORT, user="postgres", dbname="postgres", connect_timeout=5, autocommit=True
-                )
-            except psycopg.OperationalError as err:
-                raise Unavailable(f"postgresql at {POSTGRESQL_HOST}:{POSTGRESQL_PORT}: {err}") from None
-
-        def drop():
-            with admin() as conn:
-                conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-        with admin() as conn:
-            conn.execute(f'CREATE DATABASE "{name}"')
-        return f"postgresql+psycopg://postgres@{POSTGRESQL_HOST}:{POSTGRESQL_PORT}/{name}", drop
-    raise ValueError(f"unknown dialect {dialect!r}; choose from {', '.join(DIALECTS)}")
 
 
 def durability_settings(engine):
@@ -205,8 +145,7 @@ def naive_pass(engine, rows):
 
 def run_once(dialect):
     """One run on a fresh database: {payload: {first, redelivery, naive, rows, naive_rows}}."""
-    url, drop = create_database(dialect)
-    try:
+    with databases.fresh_database(dialect) as url:
         store = Store(url)
         engine = store.engine  # schema created here, outside the timings
         settings = durability_settings(engine)
@@ -233,9 +172,6 @@ def run_once(dialect):
         expected["returns"] += sum(r["naive_rows"] for r in results.values())
         assert store.read(queries.counts) == expected
         return results, settings
-    finally:
-        connection.dispose_all()
-        drop()
 
 
 def summarize(dialect, runs):
@@ -304,8 +240,8 @@ def main(argv=None):
                 results, settings[dialect] = run_once(dialect)
                 runs.append(results)
                 print(f"{dialect} run {n + 1}/{args.runs}: {time.perf_counter() - t0:.1f}s", file=sys.stderr)
-        except Unavailable as err:
-            print(f"skipped {dialect}: {err}. Start it with `{START_HINT[dialect]}` or run `scripts/ensure-services.sh`.", file=sys.stderr)
+        except ServerUnavailable as err:
+            print(f"skipped {dialect}: {err}", file=sys.stderr)
             unavailable.append(dialect)
             continue
         summary.extend(summarize(dialect, runs))

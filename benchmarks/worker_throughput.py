@@ -20,21 +20,22 @@ load average at start and end; see ``_results.py``).
 """
 
 import argparse
+import pathlib
 import statistics
-import tempfile
+import sys
 import threading
 import time
-import uuid
 
-import pymysql
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
-import _results
+import _results  # noqa: E402
 
-from salt_engine_lib import broker, config, message, records
-from salt_engine_lib.store import Store, connection, queries
-from salt_engine_lib.worker import Worker
+from salt_engine_lib import broker, config, message, records  # noqa: E402
+from salt_engine_lib.store import Store, queries  # noqa: E402
+from salt_engine_lib.worker import Worker  # noqa: E402
+from tests.support import brokers, databases  # noqa: E402
 
-BROKERS = {"rabbitmq": "amqp://guest:guest@127.0.0.1:5672//", "redis": "redis://127.0.0.1:6379/0"}
+BROKERS = brokers.URLS
 
 
 def ping_returns(count, offset):
@@ -62,44 +63,12 @@ def ping_events(count, offset):
     return events
 
 
-class Database:
-    def __init__(self, dialect):
-        self.dialect = dialect
-        self.name = f"relay_bench_{uuid.uuid4().hex[:8]}"
-        self.tmp = tempfile.TemporaryDirectory()
-
-    def __enter__(self):
-        if self.dialect == "mysql":
-            with pymysql.connect(host="127.0.0.1", user="root", autocommit=True) as admin, admin.cursor() as cur:
-                cur.execute(f"CREATE DATABASE `{self.name}` CHARACTER SET utf8mb4")
-            return f"mysql+pymysql://root@127.0.0.1:3306/{self.name}"
-        if self.dialect == "postgresql":
-            import psycopg
-
-            with psycopg.connect(host="127.0.0.1", user="postgres", dbname="postgres", autocommit=True) as admin:
-                admin.execute(f'CREATE DATABASE "{self.name}"')
-            return f"postgresql+psycopg://postgres@127.0.0.1:5432/{self.name}"
-        return f"sqlite:///{self.tmp.name}/relay.db"
-
-    def __exit__(self, *exc):
-        connection.dispose_all()
-        if self.dialect == "mysql":
-            with pymysql.connect(host="127.0.0.1", user="root", autocommit=True) as admin, admin.cursor() as cur:
-                cur.execute(f"DROP DATABASE IF EXISTS `{self.name}`")
-        elif self.dialect == "postgresql":
-            import psycopg
-
-            with psycopg.connect(host="127.0.0.1", user="postgres", dbname="postgres", autocommit=True) as admin:
-                admin.execute(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
-        self.tmp.cleanup()
-
-
 def worker_run(broker_url, dialect, messages, batch, prefetch):
-    queue_name = f"relay-bench-{uuid.uuid4().hex[:8]}"
+    queue_name = brokers.unique_queue("relay-bench")
     cfg = config.load(
         {"broker_url": broker_url, "queue": queue_name, "dead_letter_queue": f"{queue_name}.dlq", "worker_prefetch": prefetch}
     )
-    with Database(dialect) as url:
+    with databases.fresh_database(dialect, prefix="relay_bench") as url:
         store = Store(url)
         store.write_batch()  # schema outside the timing
         publisher = broker.Publisher(cfg)
@@ -118,23 +87,18 @@ def worker_run(broker_url, dialect, messages, batch, prefetch):
         worker.stopping.set()
         thread.join(timeout=30)
         assert store.read(queries.counts)["returns"] == total
-        with broker.connection(cfg) as conn:
-            for name in (queue_name, f"{queue_name}.dlq"):
-                try:
-                    broker.queue(name).bind(conn.channel()).delete()
-                except Exception:  # pylint: disable=broad-except
-                    pass
+        brokers.delete_queues(broker_url, queue_name, f"{queue_name}.dlq")
     return total / elapsed
 
 
 def saltext_mysql_run(count):
     """saltext-mysql's returner() in a loop, in this process (its connection is kept in __context__)."""
-    import salt.config  # pylint: disable=import-outside-toplevel
-    import salt.loader  # pylint: disable=import-outside-toplevel
+    import salt.config
+    import salt.loader
 
-    import _saltext_mysql  # pylint: disable=import-outside-toplevel
+    import _saltext_mysql
 
-    with pymysql.connect(host="127.0.0.1", user="root", autocommit=True) as admin:
+    with databases.mysql_admin() as admin:
         database = _saltext_mysql.create_database(admin)
         try:
             opts = salt.config.master_config(None)
@@ -149,7 +113,7 @@ def saltext_mysql_run(count):
                 cursor.execute(f"SELECT COUNT(*) FROM `{database}`.salt_returns")
                 assert cursor.fetchone()[0] == count
         finally:
-            _saltext_mysql.drop_database(admin, database)
+            databases.drop_database("mysql", database)
     return count / elapsed
 
 

@@ -5,11 +5,13 @@ its waits for the database and its retries of a refused batch) waits this
 long, so one knob explains them all.
 """
 
+from __future__ import annotations
+
 FIRST_SECONDS = 0.5
 MAX_SECONDS = 5.0
 
 
-def delay(attempt):
+def delay(attempt: int) -> float:
     """Seconds to wait before retry number ``attempt`` (1: the first retry)."""
     return min(FIRST_SECONDS * 2 ** max(attempt - 1, 0), MAX_SECONDS)
 
@@ -17,12 +19,12 @@ def delay(attempt):
 class Backoff:
     """The delays of one retry loop: :meth:`next_delay` after a failure, :meth:`reset` after a success."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.failures = 0
 
-    def next_delay(self):
+    def next_delay(self) -> float:
         self.failures += 1
         return delay(self.failures)
 
-    def reset(self):
+    def reset(self) -> None:
         self.failures = 0

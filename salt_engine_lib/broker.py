@@ -7,11 +7,14 @@ Kombu's reliable-fetch emulation (unacked messages come back after
 the queue name, so there is nothing else to declare or misconfigure.
 """
 
+from __future__ import annotations
+
 import logging
 import os
 import socket
 import ssl
 import urllib.parse
+from typing import TYPE_CHECKING, Any, Optional
 
 import kombu
 from kombu.exceptions import OperationalError
@@ -19,6 +22,9 @@ from kombu.exceptions import OperationalError
 from salt_engine_lib import message
 from salt_engine_lib.errors import BrokerUnavailable, ConfigError
 from salt_engine_lib.urls import mask_url
+
+if TYPE_CHECKING:
+    from salt_engine_lib.config import RelayConfig
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +36,7 @@ _CERT_REQS = {"none": ssl.CERT_NONE, "optional": ssl.CERT_OPTIONAL, "required": 
 _unverified_warned_pid = None  # the PID that logged the cert_reqs: none warning
 
 
-def is_redis(url):
+def is_redis(url: str) -> bool:
     return url.split("://", 1)[0] in ("redis", "rediss")
 
 
@@ -46,7 +52,7 @@ def _cert_reqs(value):
 
 
 def _warn_unverified(url):
-    global _unverified_warned_pid  # pylint: disable=global-statement
+    global _unverified_warned_pid
     if _unverified_warned_pid == os.getpid():
         return
     _unverified_warned_pid = os.getpid()
@@ -59,7 +65,7 @@ def _warn_unverified(url):
     )
 
 
-def ssl_options(url, broker_ssl):
+def ssl_options(url: str, broker_ssl: Optional[dict]) -> Optional[dict]:
     """Kombu's ``ssl=`` argument for this transport, from relay:broker_ssl.
 
     TLS (``amqps://``, ``rediss://`` or any broker_ssl) verifies the broker by
@@ -91,7 +97,7 @@ def ssl_options(url, broker_ssl):
     return options
 
 
-def connection(config, url=None):
+def connection(config: RelayConfig, url: Optional[str] = None) -> kombu.Connection:
     url = url or config.broker_url
     transport_options = dict(config.broker_transport_options or {})
     if is_redis(url):
@@ -107,80 +113,85 @@ def connection(config, url=None):
     )
 
 
-def queue(name):
+def queue(name: str) -> kombu.Queue:
     """A durable queue on the default exchange (routing key = name)."""
     return kombu.Queue(name, exchange=kombu.Exchange(""), routing_key=name, durable=True)
 
 
-def connection_errors(conn):
+def connection_errors(conn: kombu.Connection) -> tuple[type[BaseException], ...]:
     return tuple(conn.connection_errors) + tuple(conn.channel_errors) + (OperationalError, socket.error, OSError)
 
 
-class Publisher:
-    """Publishes message bodies; raises BrokerUnavailable when it cannot.
+# Kombu's own retry of a publish: a few quick tries; beyond them the caller keeps the body (journal, unacked message).
+RETRY_POLICY = {"max_retries": 2, "interval_start": 0.2, "interval_step": 0.5, "interval_max": 1}
 
-    One per thread (Kombu connections are not thread-safe). Kombu retries
-    the connection ``max_retries`` times; beyond that the caller spools.
+
+def publish(
+    producer: kombu.Producer,
+    body: bytes,
+    queue_name: str,
+    message_id: Optional[str] = None,
+    headers: Optional[dict[str, Any]] = None,
+    retry_policy: dict[str, float] = RETRY_POLICY,
+) -> None:
+    """The one way salt-relay publishes a body: persistent, confirmed, to ``queue_name`` on the default exchange.
+
+    The queue is declared with the message (Kombu remembers per connection
+    what it declared): a fresh broker gets the queue before the first
+    message, so nothing is routed nowhere.
+    """
+    producer.publish(
+        body,
+        routing_key=queue_name,
+        exchange="",
+        declare=[queue(queue_name)],
+        serializer=None,
+        content_type=message.CONTENT_TYPE,
+        content_encoding="binary",
+        delivery_mode=2,
+        message_id=message_id,
+        headers=headers or {},
+        retry=True,
+        retry_policy=retry_policy,
+        timeout=30,
+        confirm_timeout=30,
+    )
+
+
+class Publisher:
+    """The engine's publisher: :func:`publish` on a connection of its own; BrokerUnavailable when it cannot.
+
+    One per thread (Kombu connections are not thread-safe).
     """
 
-    def __init__(self, config, max_retries=2):
+    def __init__(self, config: RelayConfig, max_retries: int = RETRY_POLICY["max_retries"]) -> None:
         self.config = config
-        self.max_retries = max_retries
+        self.retry_policy = {**RETRY_POLICY, "max_retries": max_retries}
         self._conn = None
         self._producer = None
-        self._declared = set()
 
-    def _connect(self):
-        if self._conn is None:
-            self._conn = connection(self.config)
-            self._producer = None
-            self._declared = set()
-        if self._producer is None:
-            self._conn.ensure_connection(max_retries=self.max_retries, interval_start=0.2, interval_step=0.5, interval_max=1)
-            self._producer = self._conn.Producer()
-        return self._producer
-
-    def publish(self, body, message_id, queue_name=None, headers=None):
-        queue_name = queue_name or self.config.queue
+    def publish(self, body: bytes, message_id: Optional[str], queue_name: Optional[str] = None) -> None:
         try:
-            producer = self._connect()
-            target = queue(queue_name)
-            if queue_name not in self._declared:
-                # Declared on first use per connection: a fresh broker gets the queue
-                # before the first message, so nothing is routed nowhere.
-                target.bind(producer.channel).declare()
-                self._declared.add(queue_name)
-            producer.publish(
-                body,
-                routing_key=queue_name,
-                exchange="",
-                serializer=None,
-                content_type=message.CONTENT_TYPE,
-                content_encoding="binary",
-                delivery_mode=2,
-                message_id=message_id,
-                headers=headers or {},
-                retry=True,
-                retry_policy={"max_retries": self.max_retries, "interval_start": 0.2, "interval_step": 0.5, "interval_max": 1},
-                timeout=30,
-                confirm_timeout=30,
-            )
-        except Exception as err:  # pylint: disable=broad-except
-            # Any failure here (refused, reset, nack, timeout) means "not confirmed".
+            if self._producer is None:
+                self._conn = connection(self.config)
+                self._conn.ensure_connection(**self.retry_policy)
+                self._producer = self._conn.Producer()
+            publish(self._producer, body, queue_name or self.config.queue, message_id, retry_policy=self.retry_policy)
+        except Exception as err:  # any failure here (refused, reset, nack, timeout) means "not confirmed"
             self.close()
             raise BrokerUnavailable(f"{mask_url(self.config.broker_url)}: {type(err).__name__}: {err}") from err
 
-    def close(self):
+    def close(self) -> None:
         if self._conn is not None:
             try:
                 self._conn.release()
-            except Exception:  # pylint: disable=broad-except
+            except Exception:  # closing a connection that already failed
                 pass
         self._conn = None
         self._producer = None
 
 
-def queue_stats(config):
+def queue_stats(config: RelayConfig) -> dict[str, dict[str, Optional[int]]]:
     """{queue name: {messages, consumers}} for the work queue and the dead-letter queue.
 
     ``consumers`` is None on Redis (Kombu's Redis transport cannot count
@@ -200,11 +211,11 @@ def queue_stats(config):
                     count, consumers = (0 if redis else None), (None if redis else 0)
                     channel = conn.channel()
                 stats[name] = {"messages": count, "consumers": None if redis else consumers}
-        except Exception as err:  # pylint: disable=broad-except
+        except Exception as err:  # status reports any failure as "unreachable", with the reason
             raise BrokerUnavailable(f"{mask_url(config.broker_url)}: {type(err).__name__}: {err}") from err
     return stats
 
 
-def queue_depths(config):
+def queue_depths(config: RelayConfig) -> dict[str, Optional[int]]:
     """{queue name: messages waiting} for the work queue and the dead-letter queue."""
     return {name: stats["messages"] for name, stats in queue_stats(config).items()}

@@ -18,6 +18,8 @@ ends with the exception in :attr:`BusReader.failure` (``is_alive()`` is then
 False): the engine must not go on as if it were capturing.
 """
 
+from __future__ import annotations
+
 import logging
 import queue
 import threading
@@ -28,7 +30,7 @@ log = logging.getLogger(__name__)
 
 
 class BusReader(threading.Thread):
-    def __init__(self, opts, maxsize=100_000, poll_seconds=1.0, connect_timeout=30.0):
+    def __init__(self, opts: dict, maxsize: int = 100_000, poll_seconds: float = 1.0, connect_timeout: float = 30.0) -> None:
         super().__init__(name="relay-bus-reader", daemon=True)
         self.opts = opts
         self.events = queue.Queue(maxsize=maxsize)
@@ -44,7 +46,7 @@ class BusReader(threading.Thread):
         self._subscription = None
         self.ready = threading.Event()
 
-    def stop(self):
+    def stop(self) -> None:
         self._stopping.set()
         subscription = self._subscription
         if subscription is not None:
@@ -60,14 +62,14 @@ class BusReader(threading.Thread):
             self.disconnects,
         )
 
-    def run(self):
+    def run(self) -> None:
         try:
             subscription = saltcompat.master_bus_subscription(self.opts, poll_seconds=self.poll_seconds)
             self._subscription = subscription
             if self._stopping.is_set():
                 return
             subscription.run(lambda: self._read_until_stopped(subscription))
-        except BaseException as err:  # pylint: disable=broad-except  # whatever ended the thread is the answer
+        except BaseException as err:  # whatever ended the thread is the answer
             if self._stopping.is_set() and self.ready.is_set():
                 log.warning("relay: the bus reader failed while stopping: %s: %s", type(err).__name__, err)
                 return
@@ -81,7 +83,7 @@ class BusReader(threading.Thread):
             )
 
     async def _read_until_stopped(self, subscription):
-        from salt.exceptions import SaltDeserializationError  # pylint: disable=import-outside-toplevel
+        from salt.exceptions import SaltDeserializationError  # here: importing this module does not import Salt
 
         await subscription.connect(self.connect_timeout)
         self.counts_disconnects = subscription.watch_disconnects(self._dropped)
@@ -91,7 +93,7 @@ class BusReader(threading.Thread):
         while not self._stopping.is_set():
             try:
                 raw = await subscription.recv()
-            except Exception as err:  # pylint: disable=broad-except
+            except Exception as err:
                 log.error("relay: reading the event bus failed, retrying: %s: %s", type(err).__name__, err)
                 await subscription.sleep(0.5)
                 continue

@@ -5,11 +5,15 @@ master file if present, else the minion file), then ``SALT_RELAY_*``
 environment variables, then command-line flags (highest).
 """
 
+from __future__ import annotations
+
+import contextlib
 import json
 import logging
 import os
 import sys
 import time
+from typing import TYPE_CHECKING, Any, Iterator, Optional
 
 import click
 
@@ -20,10 +24,13 @@ from salt_engine_lib.status import Thresholds
 from salt_engine_lib.store import Store, migrate, translate_errors
 from salt_engine_lib.urls import mask_url
 
+if TYPE_CHECKING:
+    from salt_engine_lib.config import RelayConfig
+
 log = logging.getLogger("salt_engine_lib")
 
 
-def read_salt_opts(config_dir):
+def read_salt_opts(config_dir: str) -> dict:
     """Opts of the master (or minion) config in ``config_dir``; {} if neither exists."""
     import salt.config  # imported here: salt's import is slow and --help should not pay it
 
@@ -39,38 +46,44 @@ def read_salt_opts(config_dir):
 class Context:
     """What every command needs, from the global options (read when first used: they may follow the subcommand)."""
 
-    def __init__(self, meta):
+    def __init__(self, meta: dict) -> None:
         self._meta = meta
         self._opts = None
 
     @property
-    def config_dir(self):
+    def config_dir(self) -> str:
         return self._meta.get("relay.config_dir", DEFAULT_CONFIG_DIR)
 
     @property
-    def flags(self):
+    def flags(self) -> dict[str, str]:
         return {key: self._meta[f"relay.{key}"] for key in ("database_url", "broker_url") if f"relay.{key}" in self._meta}
 
     @property
-    def opts(self):
+    def opts(self) -> dict:
         if self._opts is None:
             self._opts = read_salt_opts(self.config_dir)
         return self._opts
 
     @property
-    def config(self):
+    def config(self) -> RelayConfig:
+        return self.settings.config
+
+    @property
+    def settings(self) -> relay_config.Settings:
         overrides = {**relay_config.env_overrides(), **self.flags}  # flags over the environment
-        return relay_config.from_salt_opts(self.opts, overrides=overrides)
+        return relay_config.resolve(relay_config.from_salt_opts(self.opts, overrides=overrides), self.opts)
 
-    def store(self, auto_upgrade=None):
-        config = self.config
-        url = relay_config.database_url(config, self.opts)
-        upgrade = config.auto_upgrade if auto_upgrade is None else auto_upgrade
-        return Store(url, ssl=config.database_ssl, auto_upgrade=upgrade)
+    def store(self, auto_upgrade: Optional[bool] = None) -> Store:
+        return Store.from_settings(self.settings, auto_upgrade=auto_upgrade)
 
 
-def _fail(err):
-    raise click.ClickException(f"{type(err).__name__}: {err}")
+@contextlib.contextmanager
+def reported_as_click_errors() -> Iterator[None]:
+    """A salt-relay error ends the command with its message (exit 1), not a traceback."""
+    try:
+        yield
+    except RelayError as err:
+        raise click.ClickException(f"{type(err).__name__}: {err}") from err
 
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -98,7 +111,7 @@ def _global_options():
 
 
 class RelayCommand(click.Command):
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.params.extend(_global_options())
 
@@ -107,7 +120,7 @@ class RelayGroup(click.Group):
     command_class = RelayCommand
     group_class = type  # subgroups are RelayGroups too
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.params.extend(_global_options())
 
@@ -115,9 +128,9 @@ class RelayGroup(click.Group):
 def _print_version(ctx, _param, value):
     if not value or ctx.resilient_parsing:
         return
-    import importlib.metadata  # pylint: disable=import-outside-toplevel
+    import importlib.metadata
 
-    from salt_engine_lib import saltcompat  # pylint: disable=import-outside-toplevel
+    from salt_engine_lib import saltcompat
 
     try:
         ours = importlib.metadata.version("salt-relay")
@@ -130,7 +143,7 @@ def _print_version(ctx, _param, value):
 @click.group(cls=RelayGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--version", is_flag=True, expose_value=False, is_eager=True, callback=_print_version, help="Show the versions and exit.")
 @click.pass_context
-def main(ctx):
+def main(ctx: click.Context) -> None:
     """salt-relay: Salt job returns and events, batched into SQL."""
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if "relay.log_level" not in ctx.meta:
@@ -139,50 +152,42 @@ def main(ctx):
 
 
 @main.group()
-def db():
+def db() -> None:
     """Database schema commands."""
 
 
 @db.command("upgrade")
 @click.option("--revision", default="head", show_default=True, help="Alembic revision to upgrade to.")
 @click.pass_obj
-def db_upgrade(obj, revision):
+def db_upgrade(obj: Context, revision: str) -> None:
     """Create or upgrade the relay tables (idempotent)."""
-    try:
+    with reported_as_click_errors():
         store = obj.store(auto_upgrade=False)
         with translate_errors(store.database_url):
-            before, after = migrate.upgrade(_raw_engine(store), revision)
-    except RelayError as err:
-        _fail(err)
+            before, after = migrate.upgrade(store.engine, revision)
     click.echo(f"{mask_url(store.database_url)}: schema {before or 'empty'} -> {after}")
 
 
 @db.command("current")
 @click.pass_obj
-def db_current(obj):
+def db_current(obj: Context) -> None:
     """Print the schema revision of the database and the code's head."""
-    try:
+    with reported_as_click_errors():
         store = obj.store(auto_upgrade=False)
         with translate_errors(store.database_url):
-            current = migrate.current_revision(_raw_engine(store))
-    except RelayError as err:
-        _fail(err)
+            current = migrate.current_revision(store.engine)
     click.echo(f"database: {current or 'empty'}  code head: {migrate.head_revision()}")
 
 
 @db.command("purge")
 @click.pass_obj
-def db_purge(obj):
+def db_purge(obj: Context) -> None:
     """Delete jobs, returns and events older than the retention settings."""
-    try:
-        config, store = obj.config, obj.store()
-        removed = store.purge(
-            relay_config.keep_jobs_seconds(config, obj.opts),
-            relay_config.keep_events_seconds(config, obj.opts),
-            config.cleanup_chunk_size,
+    with reported_as_click_errors():
+        settings = obj.settings
+        removed = Store.from_settings(settings).purge(
+            settings.keep_jobs_seconds, settings.keep_events_seconds, settings.config.cleanup_chunk_size
         )
-    except RelayError as err:
-        _fail(err)
     click.echo(json.dumps(removed))
 
 
@@ -193,22 +198,18 @@ def db_purge(obj):
     "--prefetch", default=None, type=click.IntRange(1, 10000), help="Unacked messages per worker (default relay:worker_prefetch)."
 )
 @click.pass_obj
-def worker(obj, concurrency, queue_name, prefetch):
+def worker(obj: Context, concurrency: int, queue_name: Optional[str], prefetch: Optional[int]) -> None:
     """Consume batches from the broker and store them in SQL (ack after commit)."""
-    from salt_engine_lib.worker import run_workers  # pylint: disable=import-outside-toplevel
+    from salt_engine_lib.worker import run_workers  # here: the other commands start without loading Kombu
 
-    try:
+    with reported_as_click_errors():
         config = obj.config
         if not config.broker_url:
             raise RelayError(
                 "relay:broker_url is not set: in the embedded mode the engine stores events itself "
                 "and there is nothing for a worker to consume"
             )
-        store = obj.store()
-        with translate_errors(store.database_url):
-            store.ensure_schema()  # schema check before consuming
-    except RelayError as err:
-        _fail(err)
+        obj.store().ensure_schema()  # before consuming: a wrong database fails here, not at the first batch
     sys.exit(run_workers(config, obj.store, concurrency, queue_name, prefetch))
 
 
@@ -229,7 +230,7 @@ def worker(obj, concurrency, queue_name, prefetch):
     default=Thresholds.journal_percent,
     show_default=True,
     metavar="PCT",
-    help="Journal use (% of spool_max_bytes) that makes the status degraded.",
+    help="Journal use (% of journal_max_bytes) that makes the status degraded.",
 )
 @click.option(
     "--lag-warn",
@@ -240,18 +241,15 @@ def worker(obj, concurrency, queue_name, prefetch):
     help="Age of the oldest unforwarded batch that makes the status degraded.",
 )
 @click.pass_obj
-def status(obj, as_json, watch, engine_silent, journal_warn, lag_warn):
+def status(obj: Context, as_json: bool, watch: Optional[float], engine_silent: float, journal_warn: float, lag_warn: float) -> None:
     """Engine, capture, journal, queues, dead letters and schema; exit 0 healthy, 1 degraded, 2 down."""
     thresholds = Thresholds(engine_silent, journal_warn, lag_warn)
-    try:
-        config = obj.config
-        url = relay_config.database_url(config, obj.opts)
-    except RelayError as err:
-        _fail(err)
-    store = Store(url, ssl=config.database_ssl, auto_upgrade=False)
+    with reported_as_click_errors():
+        settings = obj.settings
+    store = Store.from_settings(settings, auto_upgrade=False)
 
     def check():
-        report = status_report.assess(status_report.gather(config, obj.opts, url, lambda: _raw_engine(store)), config, thresholds)
+        report = status_report.assess(status_report.gather(settings, lambda: store.engine), settings.config, thresholds)
         click.echo(json.dumps(report, indent=2, default=str) if as_json else status_report.render(report))
         return report["exit_status"]
 
@@ -266,13 +264,6 @@ def status(obj, as_json, watch, engine_silent, journal_warn, lag_warn):
     except KeyboardInterrupt:
         pass
     sys.exit(exit_status)
-
-
-def _raw_engine(store):
-    """The engine without the automatic upgrade (db commands decide themselves)."""
-    from salt_engine_lib.store import connection
-
-    return connection.get_engine(store.database_url, store.ssl)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -8,12 +8,18 @@ Sources, highest precedence first::
     built-in defaults
 
 ``load()`` merges them key by key, validates once and raises
-:class:`~salt_engine_lib.errors.ConfigError` naming the first bad key.
+:class:`~salt_engine_lib.errors.ConfigError` naming the first bad key;
+:func:`resolve` turns the result and a daemon's opts into the
+:class:`Settings` every component uses (database URL, retention, master id,
+paths), computed once.
 """
+
+from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Optional
+import pathlib
+from typing import Any, Callable, Mapping, Optional
 
 from salt_engine_lib import paths, saltcompat
 from salt_engine_lib.errors import ConfigError
@@ -147,7 +153,7 @@ def _database_url(key, value):
     return value
 
 
-def option(default, validate):
+def option(default: Any, validate: Callable[[str, Any], Any]) -> Any:
     """A field of :class:`RelayConfig` with the function that validates its value."""
     return dataclasses.field(default=default, metadata={"validate": validate})
 
@@ -170,10 +176,11 @@ class RelayConfig:
     batch_size: int = option(500, _positive_int)
     #: Seconds an event may wait in the engine before its batch is sent.
     batch_max_wait: float = option(0.2, _positive_float)
-    #: Directory of the on-disk spool used while the broker is unreachable.
-    spool_dir: Optional[str] = option(None, _optional_str)
-    #: Bound of the spool; beyond it events are counted as lost and logged.
-    spool_max_bytes: int = option(1 << 30, _positive_int)
+    #: Directory of the engine's on-disk journal (every batch until the broker or database confirmed it).
+    #: Also accepted as ``spool_dir``.
+    journal_dir: Optional[str] = option(None, _optional_str)
+    #: Bound of the journal; beyond it events are counted as lost and logged. Also accepted as ``spool_max_bytes``.
+    journal_max_bytes: int = option(1 << 30, _positive_int)
     #: Tag globs to keep; empty (the default): every tag not excluded.
     include_tags: tuple = option(DEFAULT_INCLUDE_TAGS, _glob_list)
     #: Tag globs dropped as noise.
@@ -208,7 +215,7 @@ class RelayConfig:
     #: Master id stored with jobs/returns/events; None: the daemon's id.
     master_id: Optional[str] = option(None, _optional_str)
 
-    def describe(self):
+    def describe(self) -> dict[str, Any]:
         """A printable dict, with passwords masked."""
         shown = dataclasses.asdict(self)
         shown["broker_url"] = mask_url(self.broker_url)
@@ -222,7 +229,12 @@ class RelayConfig:
 
 # Every option, validated by the function attached to its field.
 _VALIDATORS = {field.name: field.metadata["validate"] for field in dataclasses.fields(RelayConfig)}
+#: Every option.
 KEYS = tuple(_VALIDATORS)
+#: Earlier names still accepted: {old name: option}.
+ALIASES = {"spool_dir": "journal_dir", "spool_max_bytes": "journal_max_bytes"}
+#: Every key a relay: block may hold.
+ACCEPTED_KEYS = (*KEYS, *ALIASES)
 
 
 def _check_block(source, block):
@@ -230,13 +242,16 @@ def _check_block(source, block):
         return {}
     if not isinstance(block, dict):
         raise ConfigError(f"relay: in {source} must be a mapping, got {type(block).__name__}")
-    unknown = sorted(set(block) - set(KEYS))
+    unknown = sorted(set(block) - set(ACCEPTED_KEYS))
     if unknown:
         raise ConfigError(f"relay:{unknown[0]} (from {source}) is not a known option; allowed: {', '.join(KEYS)}")
-    return block
+    for alias, name in ALIASES.items():
+        if alias in block and name in block:
+            raise ConfigError(f"relay:{alias} (from {source}) is another name of relay:{name}: set one of them")
+    return {ALIASES.get(key, key): value for key, value in block.items()}
 
 
-def load(overrides=None, daemon_block=None, pillar_block=None):
+def load(overrides: Optional[dict] = None, daemon_block: Any = None, pillar_block: Any = None) -> RelayConfig:
     """Merge the sources (first wins) and validate every value."""
     merged = {}
     for source, block in (
@@ -249,7 +264,7 @@ def load(overrides=None, daemon_block=None, pillar_block=None):
     return RelayConfig(**values)
 
 
-def from_salt_opts(opts, overrides=None, pillar_block=None):
+def from_salt_opts(opts: dict[str, Any], overrides: Optional[dict] = None, pillar_block: Any = None) -> RelayConfig:
     """Build the config a Salt daemon (master or minion) should use.
 
     Reads the nested ``relay:`` block and flat ``relay.<key>`` options of
@@ -262,11 +277,11 @@ def from_salt_opts(opts, overrides=None, pillar_block=None):
     return load(overrides, daemon_block, pillar_block)
 
 
-def env_overrides(environ=None):
+def env_overrides(environ: Optional[Mapping[str, str]] = None) -> dict[str, Any]:
     """``SALT_RELAY_<KEY>`` variables, for the ``salt-relay`` command."""
     environ = os.environ if environ is None else environ
     found = {}
-    for key in KEYS:
+    for key in ACCEPTED_KEYS:
         value = environ.get(f"SALT_RELAY_{key.upper()}")
         if value is not None:
             found[key] = _parse_mapping(key, value) if key in MAPPING_KEYS else value
@@ -278,7 +293,7 @@ MAPPING_KEYS = ("broker_transport_options", "broker_ssl", "database_ssl")
 
 
 def _parse_mapping(key, text):
-    import yaml  # pylint: disable=import-outside-toplevel  # PyYAML ships with Salt
+    import yaml  # PyYAML ships with Salt; only the salt-relay command reads the environment
 
     try:
         return yaml.safe_load(text) if text.strip() else None
@@ -286,23 +301,52 @@ def _parse_mapping(key, text):
         raise ConfigError(f"SALT_RELAY_{key.upper()} is not a YAML mapping: {err}") from None
 
 
-def default_database_url(cachedir):
+def default_database_url(cachedir: Optional[str]) -> str:
     return f"sqlite:///{paths.default_database(cachedir)}"
 
 
-def database_url(config, opts):
-    """The configured database URL, or the embedded SQLite default."""
-    return config.database_url or default_database_url(opts.get("cachedir"))
+def relay_is_job_cache(opts: dict[str, Any]) -> bool:
+    """True when Salt hands every minion return to the relay returner (salt/utils/job.py store_job)."""
+    return opts.get("master_job_cache") == "relay" and bool(opts.get("job_cache", True)) and not opts.get("ext_job_cache")
 
 
-def keep_jobs_seconds(config, opts):
-    """Retention for jobs: relay's own setting, else Salt's own (keep_jobs_seconds; keep_jobs on 3006/3007)."""
-    if config.keep_jobs_seconds is not None:
-        return config.keep_jobs_seconds
-    return saltcompat.keep_jobs_seconds(opts)
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """A :class:`RelayConfig` resolved against one daemon's opts (:func:`resolve`): what every component reads."""
+
+    config: RelayConfig
+    #: The configured database, or the embedded SQLite default under the cachedir.
+    database_url: str
+    #: Stored with every row this daemon writes; None on a minion.
+    master_id: Optional[str]
+    #: Retention (0: keep forever): relay's own settings, else Salt's keep_jobs_seconds.
+    keep_jobs_seconds: int
+    keep_events_seconds: int
+    #: The master's job cache is relay: its own records carry every minion return.
+    returns_from_job_cache: bool
+    journal_dir: pathlib.Path
+    outbox_dir: pathlib.Path
+    dead_letters_dir: pathlib.Path
+    engine_stats_file: pathlib.Path
+
+    @property
+    def mode(self) -> str:
+        return "broker" if self.config.broker_url else "embedded"
 
 
-def keep_events_seconds(config, opts):
-    if config.keep_events_seconds is not None:
-        return config.keep_events_seconds
-    return keep_jobs_seconds(config, opts)
+def resolve(config: RelayConfig, opts: dict[str, Any]) -> Settings:
+    """The :class:`Settings` of ``config`` for the daemon whose opts these are."""
+    on_master = opts.get("__role", "master") == "master"
+    keep_jobs = config.keep_jobs_seconds if config.keep_jobs_seconds is not None else saltcompat.keep_jobs_seconds(opts)
+    return Settings(
+        config=config,
+        database_url=config.database_url or default_database_url(opts.get("cachedir")),
+        master_id=config.master_id or (opts.get("id") if on_master else None),
+        keep_jobs_seconds=keep_jobs,
+        keep_events_seconds=config.keep_events_seconds if config.keep_events_seconds is not None else keep_jobs,
+        returns_from_job_cache=on_master and relay_is_job_cache(opts),
+        journal_dir=paths.journal(opts, config.journal_dir),
+        outbox_dir=paths.outbox(opts),
+        dead_letters_dir=paths.dead_letters(opts),
+        engine_stats_file=paths.engine_stats(opts),
+    )

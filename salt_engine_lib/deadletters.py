@@ -1,61 +1,34 @@
-"""Finding what the database refuses, and keeping it aside with the reason.
+"""What the engine could not store, kept aside with the reason: ``dead-letters/*.jsonl``.
 
-A batch the database refuses while it answers other queries holds at least
-one item it will never take (a NUL character on PostgreSQL, JSON nested
-deeper than MariaDB allows). :func:`write_isolating` splits the batch until
-the refused items are alone, stores everything else, and hands each refused
-item to a dead-letter sink. The broker worker dead-letters to a queue; the
-engine (embedded mode, returner outbox) appends to ``dead-letters/*.jsonl``
-under the relay cache dir, which ``salt-relay status`` counts.
+:mod:`ingest` finds the events the database refuses (or that make no rows);
+the broker worker dead-letters them to a queue, the engine (embedded mode,
+returner outbox) appends them here, under the relay cache dir, where
+``salt-relay status`` counts them.
 """
+
+from __future__ import annotations
 
 import datetime
 import logging
 import os
 import pathlib
 import threading
+from typing import Any, Union
 
-from salt_engine_lib import jsonsafe, records
-from salt_engine_lib.errors import StoreError
+from salt_engine_lib import jsonsafe
 
 log = logging.getLogger(__name__)
-
-
-def merge_rows(entries):
-    """The :class:`records.Rows` of ``[(item, rows), ...]``, for one write."""
-    return records.Rows.merge(rows for _item, rows in entries)
-
-
-def write_isolating(store, items, rows_of, refused):
-    """Store ``items`` (one transaction if the database takes them all).
-
-    ``rows_of(items)`` gives the :class:`records.Rows` to write;
-    ``refused(item, reason)`` receives every item the database refuses alone.
-    Raises StoreError when the database is unreachable (nothing is dropped).
-    """
-    try:
-        store.write_rows(rows_of(items))
-        return
-    except StoreError as err:
-        if not store.reachable():
-            raise
-        if len(items) == 1:
-            refused(items[0], f"the database refused it: {err}")
-            return
-    half = len(items) // 2
-    write_isolating(store, items[:half], rows_of, refused)
-    write_isolating(store, items[half:], rows_of, refused)
 
 
 class DeadLetterFile:
     """Append-only JSON lines, one file per day: ``{"failed_at", "reason", "item"}``."""
 
-    def __init__(self, directory):
+    def __init__(self, directory: Union[str, pathlib.Path]) -> None:
         self.directory = pathlib.Path(directory)
         self.count = 0
         self._lock = threading.Lock()
 
-    def add(self, item, reason):
+    def add(self, item: Any, reason: object) -> None:
         now = datetime.datetime.now(datetime.timezone.utc)
         line = jsonsafe.dumps({"failed_at": now.isoformat(), "reason": str(reason)[:2000], "item": item}) + "\n"
         with self._lock:
@@ -70,7 +43,7 @@ class DeadLetterFile:
         log.error("relay: dead-lettered to %s: %s", self.directory, str(reason)[:500])
 
 
-def count_dead_letters(directory):
+def count_dead_letters(directory: Union[str, pathlib.Path]) -> int:
     """Lines in every ``*.jsonl`` of ``directory`` (0 if there is none)."""
     total = 0
     for path in pathlib.Path(directory).glob("*.jsonl"):

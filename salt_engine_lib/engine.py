@@ -8,29 +8,35 @@ the embedded mode, writes them to the store) and forgets them once
 confirmed. A broker or database outage only grows the journal.
 """
 
+from __future__ import annotations
+
 import json
 import logging
 import os
 import queue
 import threading
 import time
+from typing import TYPE_CHECKING, Any, Mapping, Optional, Union
 
 from salt_engine_lib import config as relay_config
 from salt_engine_lib import forwarder, handoff, metrics, paths, records
 from salt_engine_lib.batching import Batcher
 from salt_engine_lib.broker import Publisher
 from salt_engine_lib.bus import BusReader
+from salt_engine_lib.deadletters import DeadLetterFile
 from salt_engine_lib.errors import CaptureStopped, ConfigError, JournalFull
 from salt_engine_lib.filters import EventFilter
-from salt_engine_lib.deadletters import DeadLetterFile
 from salt_engine_lib.outbox_drainer import OutboxDrainer
 from salt_engine_lib.signals import stop_on_signals
 from salt_engine_lib.store import Store
 
+if TYPE_CHECKING:
+    from salt_engine_lib.forwarder import BrokerSink, StoreSink
+
 log = logging.getLogger(__name__)
 
 
-def master_pillar(opts, runners):
+def master_pillar(opts: dict, runners: Optional[Mapping[str, Any]]) -> Any:
     """The ``relay:`` block of the master's own pillar, or None.
 
     The master has no pillar of its own (``__pillar__ == {}``); compiling it
@@ -41,73 +47,68 @@ def master_pillar(opts, runners):
         return None
     try:
         return (runners["pillar.show_pillar"](opts["id"]) or {}).get("relay")
-    except Exception as err:  # pylint: disable=broad-except
+    except Exception as err:  # a broken pillar must not keep the engine from starting
         log.warning("relay: could not compile the master's pillar, ignoring it: %s: %s", type(err).__name__, err)
         return None
 
 
-def load_config(opts, engine_kwargs, runners=None):
+def load_config(opts: dict, engine_kwargs: Optional[dict], runners: Optional[Mapping[str, Any]] = None) -> relay_config.RelayConfig:
     return relay_config.from_salt_opts(opts, overrides=engine_kwargs, pillar_block=master_pillar(opts, runners))
 
 
-def relay_is_job_cache(opts):
-    """True when Salt hands every minion return to the relay returner (salt/utils/job.py store_job)."""
-    return opts.get("master_job_cache") == "relay" and bool(opts.get("job_cache", True)) and not opts.get("ext_job_cache")
-
-
-def make_sink(config, store, dead_letters):
-    """The broker when ``broker_url`` is set, else the store (the embedded mode)."""
-    if config.broker_url:
-        return forwarder.BrokerSink(Publisher(config))
-    return forwarder.StoreSink(store, dead_letters)
-
-
 class RelayEngine:
-    def __init__(self, opts, config, reader=None, sink=None):
+    def __init__(
+        self,
+        opts: dict,
+        config: relay_config.RelayConfig,
+        reader: Optional[BusReader] = None,
+        sink: Optional[Union[BrokerSink, StoreSink]] = None,
+    ) -> None:
         self.opts = opts
+        self.settings = relay_config.resolve(config, opts)
         self.config = config
-        self.master_id = config.master_id or opts.get("id")
         self.filter = EventFilter(config)
         self.batcher = Batcher(config.batch_size, config.batch_max_wait)
         self.reader = reader or BusReader(opts)
-        self.returns_from_job_cache = relay_is_job_cache(opts)
         # Opened lazily: in broker mode only the returner's outbox uses it.
-        self.store = Store.from_config(config, relay_config.database_url(config, opts))
-        self.mode = "broker" if config.broker_url else "embedded"
-        self.dead_letters = DeadLetterFile(paths.dead_letters(opts))
+        self.store = Store.from_settings(self.settings)
+        self.dead_letters = DeadLetterFile(self.settings.dead_letters_dir)
+        # The embedded mode's sink, and in every mode the outbox's way into the
+        # store when the journal is full: one sink, so its refusals are counted once.
+        self.store_sink = forwarder.StoreSink(self.store, self.dead_letters)
+        adopt_legacy_journal(opts, self.settings)
         self.forwarder = forwarder.Forwarder(
-            paths.journal(opts, config.spool_dir),
-            sink or make_sink(config, self.store, self.dead_letters),
-            max_bytes=config.spool_max_bytes,
+            self.settings.journal_dir,
+            sink or (forwarder.BrokerSink(Publisher(config)) if config.broker_url else self.store_sink),
+            max_bytes=config.journal_max_bytes,
             max_message_bytes=config.max_message_bytes,
-            returns_from_job_cache=self.returns_from_job_cache,
+            returns_from_job_cache=self.settings.returns_from_job_cache,
         )
         # What the returner handed over (write-behind) joins the journal.
-        self.drainer = OutboxDrainer(opts, self.store, self.forwarder, batch_size=config.batch_size, dead_letters=self.dead_letters)
+        self.drainer = OutboxDrainer(opts, self.forwarder, self.store_sink, batch_size=config.batch_size)
         self.stopping = threading.Event()
-        self._stats_file = paths.engine_stats(opts)
         self._stats_written_at = 0.0
 
-    def install_signal_handlers(self):
+    def install_signal_handlers(self) -> None:
         # Salt's own handler os._exit()s the engine: our pending batch would be lost.
         stop_on_signals(self.stopping, "flushing and stopping")
 
-    def serve_forever(self):
+    def serve_forever(self) -> None:
         self.reader.start()
         self.forwarder.start()
         self.drainer.start()
         metrics.serve(self.config.metrics_port, "engine", self.stats, self.config.metrics_address)
-        log.info("relay engine started (%s mode): %s", self.mode, self.config.describe())
+        log.info("relay engine started (%s mode): %s", self.settings.mode, self.config.describe())
         while not self.stopping.is_set():
             self.step()
             self.exit_if_a_thread_died()
         self.stop()
 
-    def threads(self):
+    def threads(self) -> dict[str, threading.Thread]:
         """The threads without which the engine would only pretend to work."""
         return {"bus reader": self.reader, "forwarder": self.forwarder, "outbox drainer": self.drainer}
 
-    def exit_if_a_thread_died(self):
+    def exit_if_a_thread_died(self) -> None:
         """Flush, stop and raise :class:`CaptureStopped` if a needed thread ended.
 
         Going on would report a running engine that captures (or forwards)
@@ -127,7 +128,7 @@ class RelayEngine:
             self.stop()
             raise CaptureStopped(f"the relay engine's {name} stopped: {why}") from failure
 
-    def stop(self):
+    def stop(self) -> None:
         self._drain_reader()
         self.flush()
         self.forwarder.stop()
@@ -137,7 +138,7 @@ class RelayEngine:
         self.write_stats()
         log.info("relay engine stopped")
 
-    def step(self):
+    def step(self) -> None:
         wait = self.batcher.seconds_until_due()
         try:
             tag, data = self.reader.events.get(timeout=1.0 if wait is None else max(wait, 0.001))
@@ -159,51 +160,50 @@ class RelayEngine:
                 return
             self.consider(tag, data)
 
-    def consider(self, tag, data):
+    def consider(self, tag: Any, data: Any) -> None:
         try:
             keep = self.filter.accept(tag, data)
-        except Exception as err:  # pylint: disable=broad-except
-            # Whatever an event holds, it must not stop the engine.
+        except Exception as err:  # whatever an event holds, it must not stop the engine
             self.filter.dropped["malformed"] = self.filter.dropped.get("malformed", 0) + 1
             log.error("relay: event %r dropped, it cannot be read: %s: %s", str(tag)[:200], type(err).__name__, err)
             return
         if keep:
-            if self.returns_from_job_cache and records.is_minion_return(tag):
+            if self.settings.returns_from_job_cache and records.is_minion_return(tag):
                 data = records.without_return_value(data)
             self.batcher.add((tag, data))
 
-    def flush(self):
+    def flush(self) -> None:
         batch = self.batcher.take()
         if not batch:
             return
         try:
-            self.forwarder.submit(batch, self.master_id)
+            self.forwarder.submit(batch, self.settings.master_id)
         except JournalFull:
             pass  # counted and logged by the forwarder
         except OSError as err:
             # The disk itself failed: nothing else can keep the batch.
             self.forwarder.dropped_events += len(batch)
-            log.critical("relay: cannot write the spool (%s): %d events LOST", err, len(batch))
+            log.critical("relay: cannot write the journal (%s): %d events LOST", err, len(batch))
 
-    def stats(self):
+    def stats(self) -> dict[str, Any]:
         fwd = self.forwarder
         return {
             "pid": os.getpid(),
-            "mode": self.mode,
+            "mode": self.settings.mode,
             "updated": time.time(),
             "captured": self.filter.accepted + sum(self.filter.dropped.values()),
             "accepted": self.filter.accepted,
             "dropped": dict(self.filter.dropped),
             "journaled": fwd.journaled,
             "forwarded": fwd.sink.sent_events,
-            "rejected": getattr(fwd.sink, "rejected", 0),
+            "rejected": self.store_sink.rejected + (getattr(fwd.sink, "rejected", 0) if fwd.sink is not self.store_sink else 0),
             "unencodable": fwd.unencodable,
             "dead_lettered": self.dead_letters.count,
-            "spool_pending_bytes": fwd.pending_bytes(fresh=True),
-            "journal": {**fwd.unforwarded(), "max_bytes": self.config.spool_max_bytes},
+            "journal_pending_bytes": fwd.pending_bytes(fresh=True),
+            "journal": {**fwd.unforwarded(), "max_bytes": self.config.journal_max_bytes},
             "reader_alive": self.reader.is_alive(),
             "reader_failure": _described(getattr(self.reader, "failure", None)),
-            "spool_lost_events": fwd.dropped_events,
+            "journal_lost_events": fwd.dropped_events,
             "forward_failures": fwd.failures,
             "last_error": fwd.last_error,
             "pending": len(self.batcher) + self.reader.events.qsize(),
@@ -214,22 +214,35 @@ class RelayEngine:
             "outbox_pending_bytes": self.drainer.reader.pending_bytes(),
         }
 
-    def write_stats(self):
+    def write_stats(self) -> None:
         self._stats_written_at = time.monotonic()
+        stats_file = self.settings.engine_stats_file
         try:
-            self._stats_file.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self._stats_file.with_suffix(".tmp")
+            stats_file.parent.mkdir(parents=True, exist_ok=True)
+            tmp = stats_file.with_suffix(".tmp")
             tmp.write_text(json.dumps(self.stats()))
-            os.replace(tmp, self._stats_file)
+            os.replace(tmp, stats_file)
         except OSError as err:
-            log.warning("relay: cannot write %s: %s", self._stats_file, err)
+            log.warning("relay: cannot write %s: %s", stats_file, err)
+
+
+def adopt_legacy_journal(opts: dict, settings: relay_config.Settings) -> None:
+    """Earlier builds journaled to ``<cachedir>/relay/spool``: move what is left there to the journal's place."""
+    legacy = paths.legacy_journal(opts)
+    if settings.config.journal_dir or not legacy.is_dir() or settings.journal_dir.exists():
+        return
+    try:
+        os.replace(legacy, settings.journal_dir)
+        log.warning("relay: moved the journal left in %s to %s", legacy, settings.journal_dir)
+    except OSError as err:
+        log.error("relay: cannot move the journal left in %s to %s, its batches stay there: %s", legacy, settings.journal_dir, err)
 
 
 def _described(err):
     return None if err is None else f"{type(err).__name__}: {err}"
 
 
-def run(opts, engine_kwargs, runners=None):
+def run(opts: dict, engine_kwargs: Optional[dict], runners: Optional[Mapping[str, Any]] = None) -> None:
     """Entry point of ``_engines/relay.py``: validate, then serve until SIGTERM."""
     try:
         config = load_config(opts, engine_kwargs or {}, runners)

@@ -4,6 +4,8 @@ Library code raises these; only the Salt loader modules translate them into
 ``CommandExecutionError`` / ``SaltInvocationError`` for Salt's callers.
 """
 
+from __future__ import annotations
+
 
 class RelayError(Exception):
     """Base of every error salt-relay raises on purpose."""
@@ -22,7 +24,7 @@ class RecordError(RelayError):
 
 
 class JournalFull(RelayError):
-    """The engine's journal is at ``spool_max_bytes``: the batch was not written (the caller counts it)."""
+    """The engine's journal is at ``journal_max_bytes``: the batch was not written (the caller counts it)."""
 
 
 class BulkPathUnsupported(RelayError):
@@ -36,7 +38,7 @@ class BrokerUnavailable(RelayError):
 class DecodeError(RelayError):
     """A broker message could not be decoded; keeps the raw bytes for the DLQ."""
 
-    def __init__(self, reason, raw=b""):
+    def __init__(self, reason: str, raw: bytes = b"") -> None:
         super().__init__(reason)
         self.reason = reason
         self.raw = raw

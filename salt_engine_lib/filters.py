@@ -7,14 +7,20 @@ cache's own records in the journal; from the bus they would be forgeries.
 Every drop is counted by reason in :attr:`EventFilter.dropped`.
 """
 
+from __future__ import annotations
+
 import collections
 import fnmatch
 import hashlib
 import re
 import time
+from typing import TYPE_CHECKING, Any, Callable
 
 from salt_engine_lib import jsonsafe
 from salt_engine_lib.records import JOB_CACHE_TAG_PREFIX, is_minion_return
+
+if TYPE_CHECKING:
+    from salt_engine_lib.config import RelayConfig
 
 # Tags that carry a job function in their data.
 _JOB_TAG = re.compile(r"^salt/(job|run)/[^/]+/(new|ret)(/|$)")
@@ -27,7 +33,7 @@ def _compile_globs(globs):
 
 
 class EventFilter:
-    def __init__(self, config, clock=time.monotonic):
+    def __init__(self, config: RelayConfig, clock: Callable[[], float] = time.monotonic) -> None:
         self._include = _compile_globs(config.include_tags)
         self._exclude = _compile_globs(config.exclude_tags)
         self._exclude_functions = _compile_globs(config.exclude_functions)
@@ -37,7 +43,7 @@ class EventFilter:
         self.dropped = collections.Counter()
         self.accepted = 0
 
-    def accept(self, tag, data):
+    def accept(self, tag: Any, data: Any) -> bool:
         reason = self._drop_reason(tag, data)
         if reason is None:
             self.accepted += 1

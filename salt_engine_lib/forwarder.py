@@ -1,8 +1,8 @@
 """The engine's journal: every batch goes to disk first, then to its sink.
 
 The engine loop only encodes a batch and appends it to the journal (a
-:mod:`spool` on local disk, microseconds, never blocked by the broker or the
-database). This thread forwards journaled batches in order to the sink (the
+:mod:`journal` on local disk, microseconds, never blocked by the broker or
+the database). This thread forwards journaled batches in order to the sink (the
 broker, or the store in the embedded mode) and forgets them only once the
 sink confirmed. So:
 
@@ -11,18 +11,28 @@ sink confirmed. So:
 * a killed or restarted engine (or master) loses nothing that reached the
   journal: the next engine forwards what is left (possibly once more; the
   store's writes are idempotent);
-* the journal is bounded (``spool_max_bytes``): beyond it a batch is
+* the journal is bounded (``journal_max_bytes``): beyond it a batch is
   dropped, counted and logged at CRITICAL, never silently.
 """
+
+from __future__ import annotations
 
 import logging
 import threading
 import time
+from typing import TYPE_CHECKING, Any, Optional, Union
 
-from salt_engine_lib import deadletters, message, records
+from salt_engine_lib import codec, ingest, message
 from salt_engine_lib.backoff import Backoff
 from salt_engine_lib.errors import JournalFull
-from salt_engine_lib.spool import SpoolReader, SpoolWriter
+from salt_engine_lib.journal import JournalReader, JournalWriter
+
+if TYPE_CHECKING:
+    import pathlib
+
+    from salt_engine_lib.broker import Publisher
+    from salt_engine_lib.deadletters import DeadLetterFile
+    from salt_engine_lib.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -32,69 +42,54 @@ class BrokerSink:
 
     records_per_send = 1  # one message per batch: a failure never re-sends others
 
-    def __init__(self, publisher):
+    def __init__(self, publisher: Publisher) -> None:
         self.publisher = publisher
         self.sent_events = 0
 
-    def send(self, bodies):
+    def send(self, bodies: list[bytes]) -> None:
         for body in bodies:
             message_id, count = message.peek(body)
             self.publisher.publish(body, message_id)
             self.sent_events += count
 
-    def close(self):
+    def close(self) -> None:
         self.publisher.close()
 
 
 class StoreSink:
-    """The embedded mode: journaled batches straight into the store, several per transaction.
+    """The embedded mode: journaled batches straight into the store (:mod:`ingest`), several per transaction.
 
-    Events the database refuses (while it answers) are isolated and
-    dead-lettered to ``dead_letters`` with the reason; the rest is stored.
+    Events that cannot be stored are dead-lettered to ``dead_letters`` with the reason.
     """
 
     records_per_send = 20
 
-    def __init__(self, store, dead_letters=None):
+    def __init__(self, store: Store, dead_letters: Optional[DeadLetterFile] = None) -> None:
         self.store = store
         self.dead_letters = dead_letters
         self.sent_events = 0
         self.rejected = 0
 
-    def _refused(self, item, reason):
+    def refused(self, event: ingest.Event, reason: str, _error: Optional[Exception] = None) -> None:
         self.rejected += 1
-        tag, data, master_id = item
-        log.error("relay: event %r not stored: %s", str(tag)[:200], reason)
+        log.error("relay: event %r not stored: %s", str(event.tag)[:200], reason)
         if self.dead_letters is not None:
-            self.dead_letters.add({"tag": tag, "data": data, "master_id": master_id}, reason)
+            self.dead_letters.add({"tag": event.tag, "data": event.data, "master_id": event.master_id}, reason)
 
-    def send(self, bodies):
-        events, count = [], 0
+    def send(self, bodies: list[bytes]) -> None:
+        events = []
         for body in bodies:
             batch = message.decode(body)
-            count += len(batch.events)
             job_returns = not batch.returns_from_job_cache
-            events += [((tag, data, batch.master_id), job_returns) for tag, data in batch.events]
+            events += [ingest.Event(tag, data, batch.master_id, job_returns) for tag, data in batch.events]
         self.write(events)
-        self.sent_events += count
+        self.sent_events += len(events)
 
-    def write(self, events):
-        """Store ``[((tag, data, master_id), job_returns), ...]`` in one transaction if it can.
+    def write(self, events: list[ingest.Event]) -> None:
+        """Store ``events`` (:class:`ingest.Event`); StoreError if the database is unreachable."""
+        ingest.store_events(self.store, events, self.refused)
 
-        Events that make no rows, or that the database refuses while it
-        answers, are dead-lettered once each; StoreError if it is unreachable.
-        """
-        prepared = []
-        for item, job_returns in events:
-            tag, data, master_id = item
-            try:
-                prepared.append((item, records.rows_from_event(tag, data, master_id, job_returns=job_returns)))
-            except Exception as err:  # pylint: disable=broad-except  # RecordError or data the code cannot read
-                self._refused(item, f"rejected: {type(err).__name__}: {err}")
-        if prepared:
-            deadletters.write_isolating(self.store, prepared, deadletters.merge_rows, lambda entry, reason: self._refused(entry[0], reason))
-
-    def close(self):
+    def close(self) -> None:
         pass
 
 
@@ -105,13 +100,21 @@ class Forwarder(threading.Thread):
     cache is relay, so minion returns reach the store through its records.
     """
 
-    def __init__(self, directory, sink, max_bytes, max_message_bytes=64 << 20, idle_seconds=0.5, returns_from_job_cache=False):
+    def __init__(
+        self,
+        directory: Union[str, pathlib.Path],
+        sink: Union[BrokerSink, StoreSink],
+        max_bytes: int,
+        max_message_bytes: int = 64 << 20,
+        idle_seconds: float = 0.5,
+        returns_from_job_cache: bool = False,
+    ) -> None:
         super().__init__(name="relay-forwarder", daemon=True)
         self.returns_from_job_cache = returns_from_job_cache
         # The engine loop and the outbox drainer both submit.
         self._submit_lock = threading.Lock()
-        self.writer = SpoolWriter(directory)
-        self.reader = SpoolReader(directory)
+        self.writer = JournalWriter(directory)
+        self.reader = JournalReader(directory)
         self.sink = sink
         self.max_bytes = max_bytes
         self.max_message_bytes = max_message_bytes
@@ -128,7 +131,7 @@ class Forwarder(threading.Thread):
 
     # -- the engine loop's side -------------------------------------------
 
-    def pending_bytes(self, fresh=False):
+    def pending_bytes(self, fresh: bool = False) -> int:
         """Bytes journaled and not yet forwarded (re-measured at most twice a second)."""
         now = time.monotonic()
         if fresh or now - self._pending_checked_at >= 0.5:
@@ -136,12 +139,12 @@ class Forwarder(threading.Thread):
             self._pending_checked_at = now
         return self._pending_bytes
 
-    def unforwarded(self):
+    def unforwarded(self) -> dict[str, Any]:
         """{batches, bytes, oldest_created}: what the journal holds that its sink has not confirmed."""
         batches, size, first = self.reader.backlog()
         return {"batches": batches, "bytes": size, "oldest_created": message.created_at(first) if first else None}
 
-    def submit(self, events, master_id, keep_on_full=False):
+    def submit(self, events: list[tuple[str, Any]], master_id: Optional[str], keep_on_full: bool = False) -> None:
         """Journal one batch; JournalFull if the bound is reached.
 
         The events are then lost (counted, logged at CRITICAL), unless the
@@ -153,7 +156,7 @@ class Forwarder(threading.Thread):
     def _submit(self, events, master_id, keep_on_full):
         try:
             _, body = message.encode(events, master_id, returns_from_job_cache=self.returns_from_job_cache)
-        except Exception as err:  # pylint: disable=broad-except
+        except Exception as err:  # whatever an event holds that cannot be encoded: keep the others
             if len(events) == 1:
                 self.unencodable += 1
                 log.error("relay: event %r cannot be encoded, dropped: %s: %s", str(events[0][0])[:200], type(err).__name__, err)
@@ -173,7 +176,7 @@ class Forwarder(threading.Thread):
                 raise JournalFull()
             self.dropped_events += len(events)
             log.critical(
-                "relay: spool is full (%d bytes pending, relay:spool_max_bytes=%d): %d events LOST "
+                "relay: journal is full (%d bytes pending, relay:journal_max_bytes=%d): %d events LOST "
                 "(%d lost so far); the broker or database has been unreachable for too long: %s",
                 self._pending_bytes,
                 self.max_bytes,
@@ -189,17 +192,17 @@ class Forwarder(threading.Thread):
 
     # -- the forwarding thread --------------------------------------------
 
-    def run(self):
+    def run(self) -> None:
         retries = Backoff()
         while True:
             try:
                 moved = self.forward_once()
                 retries.reset()
-            except Exception as err:  # pylint: disable=broad-except
+            except Exception as err:  # a sink's failure of any kind: the batches stay journaled
                 self.failures += 1
                 self.last_error = f"{type(err).__name__}: {err}"
                 delay = retries.next_delay()
-                log.error("relay: forwarding failed, batches stay in the spool and are retried in %.1fs: %s", delay, self.last_error)
+                log.error("relay: forwarding failed, batches stay in the journal and are retried in %.1fs: %s", delay, self.last_error)
                 if self.stopping.wait(delay):
                     return
                 continue
@@ -209,15 +212,15 @@ class Forwarder(threading.Thread):
                 self.wake.wait(self.idle_seconds)
                 self.wake.clear()
 
-    def forward_once(self):
+    def forward_once(self) -> int:
         bodies, positions = self.reader.read(self.sink.records_per_send)
         if bodies:
-            self.sink.send(bodies)
+            self.sink.send([_unwrapped(body) for body in bodies])
         if positions:
             self.reader.commit(positions)
         return len(bodies)
 
-    def stop(self, timeout=10.0):
+    def stop(self, timeout: float = 10.0) -> None:
         """Forward what is left (up to ``timeout``), then seal the journal.
 
         Whatever could not be forwarded stays on disk for the next engine.
@@ -240,3 +243,10 @@ class Forwarder(threading.Thread):
             if not bodies:
                 self.reader.commit(positions)
         self.sink.close()
+
+
+def _unwrapped(body):
+    """A journaled message body; journals left by earlier salt-relay builds hold each one wrapped as a msgpack bin."""
+    if body[:1] in (b"\xc4", b"\xc5", b"\xc6"):  # a body itself is a map (0x8_, 0xde, 0xdf)
+        return codec.unpack(body)
+    return body

@@ -10,17 +10,23 @@ password), and the returner on the master uses them whenever the master
 config names no ``database_url``. Both then use one store by construction.
 """
 
+from __future__ import annotations
+
 import json
 import os
+from typing import TYPE_CHECKING, Optional
 
 from salt_engine_lib.errors import ConfigError
 from salt_engine_lib import paths
+
+if TYPE_CHECKING:
+    from salt_engine_lib.config import RelayConfig
 
 # The keys that decide where and how the job cache stores and cleans up.
 STORE_KEYS = ("database_url", "database_ssl", "master_id", "auto_upgrade", "keep_jobs_seconds", "keep_events_seconds", "cleanup_chunk_size")
 
 
-def write(opts, config):
+def write(opts: dict, config: RelayConfig) -> None:
     target = paths.engine_settings(opts)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_suffix(".tmp")
@@ -30,7 +36,7 @@ def write(opts, config):
     os.replace(tmp, target)
 
 
-def read(opts):
+def read(opts: dict) -> Optional[dict]:
     """The engine's store settings, or None if no engine wrote them on this master."""
     source = paths.engine_settings(opts)
     try:

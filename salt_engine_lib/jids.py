@@ -3,16 +3,19 @@
 Its own module, under both :mod:`records` and :mod:`store`, which both need it.
 """
 
+from __future__ import annotations
+
 import datetime
+from typing import Any, Optional
 
 _JID_FORMAT = "%Y%m%d%H%M%S%f"
 
 
-def utcnow():
+def utcnow() -> datetime.datetime:
     return datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)
 
 
-def jid_time(jid):
+def jid_time(jid: Any) -> Optional[datetime.datetime]:
     """Start time encoded in a Salt jid (naive UTC), or None."""
     try:
         return datetime.datetime.strptime(str(jid)[:20], _JID_FORMAT)
@@ -20,12 +23,12 @@ def jid_time(jid):
         return None
 
 
-def time_to_jid(when):
+def time_to_jid(when: datetime.datetime) -> str:
     """The smallest jid of that instant, for jid range scans."""
     return when.strftime(_JID_FORMAT)
 
 
-def parse_stamp(value):
+def parse_stamp(value: Any) -> Optional[datetime.datetime]:
     """Salt's ``_stamp`` (aware or naive ISO-8601) or an epoch -> naive UTC."""
     if value is None or value == "":
         return None

@@ -15,9 +15,12 @@ several per return); whatever it refuses (non-string keys, lone surrogates,
 integers over 64 bits, nesting deeper than 255) takes the ``json`` path.
 """
 
+from __future__ import annotations
+
 import base64
 import datetime
 import json
+from typing import Any
 
 try:
     import orjson
@@ -85,11 +88,11 @@ def _dump(value, **options):
     return _utf8_safe(text)
 
 
-def dumps(value):
+def dumps(value: Any) -> str:
     return _dump(value)
 
 
-def canonical_dumps(value):
+def canonical_dumps(value: Any) -> str:
     """Key-sorted JSON; falls back to insertion order for mixed-type keys."""
     try:
         return _dump(value, sort_keys=True)

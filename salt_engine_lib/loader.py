@@ -5,6 +5,8 @@ see Salt's ``loader/__init__.py: _module_dirs``). Salt passes nothing and
 expects ``{"engines": [dir, ...], "returners": [dir, ...]}``.
 """
 
+from __future__ import annotations
+
 import pathlib
 
 _PACKAGE_DIR = pathlib.Path(__file__).resolve().parent
@@ -20,5 +22,5 @@ def _module_dir(kind):
     return str(_PACKAGE_DIR.parent / f"_{kind}")
 
 
-def get_dirs():
+def get_dirs() -> dict[str, list[str]]:
     return {"engines": [_module_dir("engines")], "returners": [_module_dir("returners")]}

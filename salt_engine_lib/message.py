@@ -14,12 +14,14 @@ the bus copies of returns make ``events`` rows only. The header comes before
 ``events`` so :func:`peek` reads it without decoding the events.
 """
 
+from __future__ import annotations
+
 import dataclasses
 import time
 import uuid
+from typing import Any, Iterable, Optional
 
-import msgpack
-
+from salt_engine_lib import codec
 from salt_engine_lib.errors import DecodeError
 
 SCHEMA_VERSION = 1
@@ -35,14 +37,13 @@ class Batch:
     returns_from_job_cache: bool = False
 
 
-def _default(value):
-    # Bus data is whatever Salt's serializer accepted; keep it, as text if need be.
-    if isinstance(value, (set, frozenset, tuple)):
-        return list(value)
-    return str(value)
-
-
-def encode(events, master_id, message_id=None, created=None, returns_from_job_cache=False):
+def encode(
+    events: Iterable[tuple[str, Any]],
+    master_id: Optional[str],
+    message_id: Optional[str] = None,
+    created: Optional[float] = None,
+    returns_from_job_cache: bool = False,
+) -> tuple[str, bytes]:
     """(message id, body bytes) for a batch of ``(tag, data)`` events."""
     message_id = message_id or uuid.uuid4().hex
     document = {
@@ -54,17 +55,10 @@ def encode(events, master_id, message_id=None, created=None, returns_from_job_ca
     if returns_from_job_cache:
         document["returns_from_job_cache"] = True
     document["events"] = [[tag, data] for tag, data in events]  # last: see peek()
-    body = msgpack.packb(
-        document,
-        use_bin_type=True,
-        default=_default,
-        # Lone surrogates (Salt's spelling of invalid UTF-8) travel as they are.
-        unicode_errors="surrogatepass",
-    )
-    return message_id, body
+    return message_id, codec.pack(document)
 
 
-def decode(body, max_bytes=None):
+def decode(body: Any, max_bytes: Optional[int] = None) -> Batch:
     """The :class:`Batch` in ``body``; DecodeError with a reason a person can act on."""
     if not isinstance(body, (bytes, bytearray, memoryview)):
         raise DecodeError(f"body is {type(body).__name__}, not bytes", b"")
@@ -72,7 +66,7 @@ def decode(body, max_bytes=None):
     if max_bytes is not None and len(body) > max_bytes:
         raise DecodeError(f"message of {len(body)} bytes exceeds relay:max_message_bytes ({max_bytes})", body)
     try:
-        document = msgpack.unpackb(body, raw=False, strict_map_key=False, unicode_errors="surrogatepass")
+        document = codec.unpack(body)
     except Exception as err:  # msgpack raises several unrelated types
         raise DecodeError(f"not a msgpack document ({type(err).__name__}: {err})", body) from None
     if not isinstance(document, dict) or "v" not in document:
@@ -97,14 +91,13 @@ def decode(body, max_bytes=None):
     )
 
 
-def peek(body):
+def peek(body: bytes) -> tuple[str, int]:
     """(message id, number of events) of a body :func:`encode` made, without decoding the events.
 
     The engine's forwarder needs both for every batch it sends; decoding a
     batch of 500 big returns just to count them costs milliseconds.
     """
-    unpacker = msgpack.Unpacker(raw=False, strict_map_key=False, unicode_errors="surrogatepass", max_buffer_size=max(len(body), 1))
-    unpacker.feed(body)
+    unpacker = codec.unpacker(body)
     message_id, count = "", 0
     for _ in range(unpacker.read_map_header()):
         key = unpacker.unpack()
@@ -117,10 +110,9 @@ def peek(body):
     return message_id, count
 
 
-def created_at(body):
+def created_at(body: bytes) -> Optional[float]:
     """The ``created`` time of a body :func:`encode` made, without decoding the events; None if unreadable."""
-    unpacker = msgpack.Unpacker(raw=False, strict_map_key=False, unicode_errors="surrogatepass", max_buffer_size=max(len(body), 1))
-    unpacker.feed(body)
+    unpacker = codec.unpacker(body)
     try:
         for _ in range(unpacker.read_map_header()):
             key = unpacker.unpack()
@@ -129,6 +121,6 @@ def created_at(body):
             value = unpacker.unpack()
             if key == "created" and isinstance(value, (int, float)):
                 return float(value)
-    except Exception:  # pylint: disable=broad-except  # a status must not fail on one bad record
+    except Exception:  # a status must not fail on one bad record
         return None
     return None

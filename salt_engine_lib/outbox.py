@@ -2,7 +2,7 @@
 
 ``returner()`` and ``event_return()`` run in the master's MWorkers and
 EventReturn process. When the relay engine is running on this master, they
-append to the outbox spool (:mod:`spool`, ~10 us per call) and the engine's
+append to the outbox (a :mod:`journal`, ~10 us per call) and the engine's
 :class:`outbox_drainer.OutboxDrainer` hands the records to the engine's journal, as events
 with the ``salt-relay/job-cache/*`` tags: they reach the database the way
 bus events do (through the broker and a worker, or the embedded store), so
@@ -18,13 +18,16 @@ This module is the MWorkers' side and imports nothing of the engine's; the
 engine's side is :mod:`outbox_drainer`.
 """
 
+from __future__ import annotations
+
 import collections
 import logging
 import threading
 import time
+from typing import Any, Iterable, Optional
 
-from salt_engine_lib import paths
-from salt_engine_lib.spool import SpoolWriter, pack, unpack
+from salt_engine_lib import codec, paths
+from salt_engine_lib.journal import JournalWriter
 
 log = logging.getLogger(__name__)
 
@@ -35,10 +38,10 @@ KNOWN_JOBS = 10000
 class Outbox:
     """The writer side, one per process (see :func:`for_opts`)."""
 
-    def __init__(self, opts):
+    def __init__(self, opts: dict) -> None:
         self.opts = opts
         self.directory = paths.outbox(opts)
-        self.writer = SpoolWriter(self.directory)
+        self.writer = JournalWriter(self.directory)
         self._stats_file = paths.engine_stats(opts)
         self._alive_checked_at = 0.0
         self._alive = False
@@ -47,7 +50,7 @@ class Outbox:
         self._known_jobs = collections.OrderedDict()
         self._known_lock = threading.Lock()
 
-    def engine_alive(self):
+    def engine_alive(self) -> bool:
         now = time.monotonic()
         if now - self._alive_checked_at >= 1.0:
             try:
@@ -57,42 +60,43 @@ class Outbox:
             self._alive_checked_at = now
         return self._alive
 
-    def put_return(self, ret, master_id):
-        self.writer.append({"k": "ret", "ret": ret, "m": master_id})
+    def put_return(self, ret: dict, master_id: Optional[str]) -> None:
+        self.writer.append(codec.pack({"k": "ret", "ret": ret, "m": master_id}))
 
-    def put_events(self, events, master_id):
-        self.writer.append({"k": "events", "events": list(events), "m": master_id})
+    def put_events(self, events: Iterable[Any], master_id: Optional[str]) -> None:
+        self.writer.append(codec.pack({"k": "events", "events": list(events), "m": master_id}))
 
-    def put_load(self, jid, load, master_id):
-        self.writer.append({"k": "load", "jid": jid, "load": load, "minions": None, "m": master_id})
+    def put_load(self, jid: str, load: dict, master_id: Optional[str]) -> None:
+        self.writer.append(codec.pack({"k": "load", "jid": jid, "load": load, "minions": None, "m": master_id}))
         self.note_job(jid)
 
-    def knows_job(self, jid):
+    def knows_job(self, jid: str) -> bool:
         return jid in self._known_jobs
 
-    def note_job(self, jid):
+    def note_job(self, jid: str) -> None:
         # master_async_mworker runs store_job in a thread pool.
         with self._known_lock:
             self._known_jobs[jid] = None
             if len(self._known_jobs) > KNOWN_JOBS:
                 self._known_jobs.popitem(last=False)
 
-    def keep_load(self, jid, load, minions, master_id):
+    def keep_load(self, jid: str, load: dict, minions: Optional[list], master_id: Optional[str]) -> None:
         """The database refused a publish load: keep it readable and queued."""
         record = {"k": "load", "jid": jid, "load": load, "minions": minions, "m": master_id, "publish": "return" not in load}
         path = paths.pending_load(self.opts, jid)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
-        tmp.write_bytes(pack(record))
+        frame = codec.pack(record)
+        tmp.write_bytes(frame)
         tmp.replace(path)
-        self.writer.append(record)
+        self.writer.append(frame)
 
 
 _outboxes = {}
 _lock = threading.Lock()
 
 
-def for_opts(opts):
+def for_opts(opts: dict) -> Outbox:
     # Keyed by the opts object (it runs once per minion return on the master);
     # the Outbox holds opts, so the id cannot be reused by another object.
     outbox = _outboxes.get(id(opts))
@@ -102,10 +106,10 @@ def for_opts(opts):
     return outbox
 
 
-def pending_load(opts, jid):
+def pending_load(opts: dict, jid: str) -> Optional[dict]:
     """The load kept while the database was down, or None."""
     try:
-        record = unpack(paths.pending_load(opts, jid).read_bytes())
+        record = codec.unpack(paths.pending_load(opts, jid).read_bytes())
     except (OSError, ValueError):
         return None
     load = dict(record.get("load") or {})

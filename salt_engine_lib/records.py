@@ -6,13 +6,20 @@ minion returns (``cmd="_return"``), ``salt-call`` returns (may lack
 ``return``). Multi-function jobs carry lists/dicts for fun/retcode/success.
 """
 
+from __future__ import annotations
+
 import hashlib
 import typing
+from typing import Any, Iterable, Optional
 
 from salt_engine_lib import jsonsafe
 from salt_engine_lib.jids import jid_time, parse_stamp, utcnow
 from salt_engine_lib.errors import RecordError
 from salt_engine_lib.store.schema import FUN_LENGTH, JID_LENGTH, MINION_ID_LENGTH
+from salt_engine_lib.store.writes import Rows
+
+if typing.TYPE_CHECKING:
+    import datetime
 
 # Keys a return row keeps in its own columns rather than in ``document``.
 _RETURN_VALUE_KEY = "return"
@@ -25,25 +32,6 @@ _RETURN_VALUE_KEY = "return"
 JOB_CACHE_TAG_PREFIX = "salt-relay/job-cache/"
 JOB_CACHE_RETURN_TAG = JOB_CACHE_TAG_PREFIX + "return"
 JOB_CACHE_LOAD_TAG = JOB_CACHE_TAG_PREFIX + "load"
-
-
-class Rows(typing.NamedTuple):
-    """What one or more events become: rows per table, ready for the store."""
-
-    jobs: list
-    returns: list
-    events: list
-    authoritative_returns: tuple = ()  # the job cache's returns: replace bus copies
-
-    @classmethod
-    def merge(cls, many):
-        jobs, returns, events, authoritative = [], [], [], []
-        for rows in many:
-            jobs += rows.jobs
-            returns += rows.returns
-            events += rows.events
-            authoritative += rows.authoritative_returns
-        return cls(jobs, returns, events, authoritative)
 
 
 def _checked_key(name, value, max_length):
@@ -65,7 +53,7 @@ def _label(value, max_length):
     if value is None:
         return None
     text = str(value)[:max_length]
-    return text if text.isascii() else jsonsafe._utf8_safe(text)[:max_length]  # pylint: disable=protected-access
+    return text if text.isascii() else jsonsafe._utf8_safe(text)[:max_length]
 
 
 def _fun_label(fun):
@@ -74,7 +62,13 @@ def _fun_label(fun):
     return _label(fun, FUN_LENGTH)
 
 
-def job_row(jid, load, minions=None, master_id=None, now=None):
+def job_row(
+    jid: Any,
+    load: Optional[dict],
+    minions: Optional[Iterable] = None,
+    master_id: Optional[str] = None,
+    now: Optional[datetime.datetime] = None,
+) -> dict:
     load = dict(load or {})
     tgt = load.get("tgt")
     return {
@@ -124,7 +118,7 @@ def _int_or_none(value):
         return None
 
 
-def return_row(ret, master_id=None, now=None):
+def return_row(ret: Any, master_id: Optional[str] = None, now: Optional[datetime.datetime] = None) -> dict:
     if not isinstance(ret, dict):
         raise RecordError(f"a return must be a mapping, got {type(ret).__name__}")
     retcode, success = _derive_outcome(ret)
@@ -143,7 +137,7 @@ def return_row(ret, master_id=None, now=None):
     }
 
 
-def content_key(tag, data, master_id=None):
+def content_key(tag: str, data: Any, master_id: Optional[str] = None) -> str:
     """Identity of an event: the same event redelivered gives the same key."""
     digest = hashlib.sha256()
     for part in (master_id or "", tag, jsonsafe.canonical_dumps(data)):
@@ -152,7 +146,7 @@ def content_key(tag, data, master_id=None):
     return digest.hexdigest()
 
 
-def event_row(tag, data, master_id=None, now=None):
+def event_row(tag: Any, data: Any, master_id: Optional[str] = None, now: Optional[datetime.datetime] = None) -> dict:
     if not isinstance(tag, str) or not tag:
         raise RecordError("an event needs a non-empty string tag")
     if not tag.isascii():
@@ -172,13 +166,13 @@ def event_row(tag, data, master_id=None, now=None):
     }
 
 
-def is_minion_return(tag):
+def is_minion_return(tag: str) -> bool:
     """``salt/job/<jid>/ret/<minion id>``: the bus copy of a minion's job return."""
     parts = tag.split("/", 4)
     return len(parts) == 5 and parts[0] == "salt" and parts[1] == "job" and parts[3] == "ret"
 
 
-def without_return_value(data):
+def without_return_value(data: Any) -> Any:
     """The bus copy of a return the job cache stores: its value lives in ``returns.ret`` only.
 
     With relay as the job cache the returner's record carries the value (in
@@ -195,7 +189,9 @@ def _tag_parts(tag):
     return tag.split("/")
 
 
-def rows_from_event(tag, data, master_id=None, now=None, job_returns=True):
+def rows_from_event(
+    tag: str, data: Any, master_id: Optional[str] = None, now: Optional[datetime.datetime] = None, job_returns: bool = True
+) -> Rows:
     """The :class:`Rows` one journaled event yields.
 
     Every kept bus event goes to ``events``; job publishes also make a
@@ -233,5 +229,8 @@ def _job_cache_rows(tag, data, master_id, now):
     if tag == JOB_CACHE_RETURN_TAG:
         return Rows([], [], [], [return_row(data, master_id, now)])
     if tag == JOB_CACHE_LOAD_TAG:
-        return Rows([job_row(data.get("jid"), data.get("load"), data.get("minions"), master_id, now)], [], [])
+        row = job_row(data.get("jid"), data.get("load"), data.get("minions"), master_id, now)
+        if data.get("publish"):  # the publish-time save_load: the job's record
+            return Rows([], [], [], (), [row])
+        return Rows([row], [], [])
     raise RecordError(f"unknown job cache record {tag!r}")

@@ -5,14 +5,17 @@ directly. Shapes follow Salt's ``local_cache`` so every ``jobs.*`` runner and
 ``ret.*`` function works unchanged (see the reference notes on Salt's interfaces, section 3).
 """
 
+from __future__ import annotations
+
+import datetime
 import logging
 import os
 import threading
 import time
+from typing import Any, Mapping, Optional, Union
 
 from salt_engine_lib import config as relay_config
-from salt_engine_lib import jids
-from salt_engine_lib import handoff, outbox, records
+from salt_engine_lib import handoff, ingest, jids, outbox, records
 from salt_engine_lib.errors import RecordError, StoreError
 from salt_engine_lib.store import Store, queries
 
@@ -28,24 +31,25 @@ _stores_lock = threading.Lock()
 # per process so the per-return hot path does not pay that each call. Short
 # enough that a pillar refresh on a long-lived minion is seen.
 CONFIG_CACHE_SECONDS = 30.0
-_config_cache = {}
+_settings_cache = {}
 
 
-def resolve_config(opts, salt_functions=None, ret=None):
+def resolve_settings(opts: dict, salt_functions: Optional[Mapping[str, Any]] = None, ret: Any = None) -> relay_config.Settings:
+    """The :class:`config.Settings` of this call (cached per process for :data:`CONFIG_CACHE_SECONDS`)."""
     ret_options = (ret.get("ret_config"), repr(ret.get("ret_kwargs"))) if isinstance(ret, dict) else None
     # Without __salt__ Salt falls back to flat opts keys only: a different answer.
     key = (id(opts), bool(salt_functions), ret_options)
-    cached = _config_cache.get(key)
+    cached = _settings_cache.get(key)
     # The entry holds opts itself, so its id cannot be reused by another object.
     if cached is not None and cached[0] is opts and time.monotonic() - cached[1] < CONFIG_CACHE_SECONDS:
         return cached[2]
     # A return that is not a mapping has no ret_config (returner() refuses it, with the reason).
-    config = _resolve_config(opts, salt_functions, ret if isinstance(ret, dict) else None)
-    _config_cache[key] = (opts, time.monotonic(), config)
-    return config
+    settings = relay_config.resolve(_relay_config(opts, salt_functions, ret if isinstance(ret, dict) else None), opts)
+    _settings_cache[key] = (opts, time.monotonic(), settings)
+    return settings
 
 
-def _resolve_config(opts, salt_functions=None, ret=None):
+def _relay_config(opts, salt_functions=None, ret=None):
     """The relay config for this call.
 
     On a minion (``ret.*``, ``--return``) Salt's ``get_returner_options``
@@ -54,12 +58,12 @@ def _resolve_config(opts, salt_functions=None, ret=None):
     ``--return_kwargs`` override. On the master (no pillar there) it reads
     the master config the same way.
     """
-    import salt.returners  # pylint: disable=import-outside-toplevel
+    import salt.returners  # here: Salt's loader has imported it already when it calls us
 
     found = salt.returners.get_returner_options(
         "relay",
         ret,
-        {key: key for key in relay_config.KEYS},
+        {key: key for key in relay_config.ACCEPTED_KEYS},
         __salt__=salt_functions or {},
         __opts__=opts,
     )
@@ -70,34 +74,22 @@ def _resolve_config(opts, salt_functions=None, ret=None):
     return relay_config.load({key: value for key, value in found.items() if value is not None})
 
 
-def store_for(opts, salt_functions=None, ret=None):
-    """The process's :class:`Store` for the config in effect (cached by URL).
-
-    Creating it opens nothing: the database is reached on first use.
-    """
-    config = resolve_config(opts, salt_functions, ret)
-    url = relay_config.database_url(config, opts)
-    key = (os.getpid(), url, repr(config.database_ssl), config.auto_upgrade)
+def store_for(settings: relay_config.Settings) -> Store:
+    """The process's :class:`Store` for these settings (cached by URL). Creating it opens nothing."""
+    config = settings.config
+    key = (os.getpid(), settings.database_url, repr(config.database_ssl), config.auto_upgrade)
     store = _stores.get(key)
     if store is None:
         with _stores_lock:
-            store = _stores.setdefault(key, Store.from_config(config, url))
+            store = _stores.setdefault(key, Store.from_settings(settings))
     return store
-
-
-def master_id(opts, salt_functions=None):
-    """The id stored with rows written by a master; None on minions."""
-    config = resolve_config(opts, salt_functions)
-    if config.master_id:
-        return config.master_id
-    return opts.get("id") if opts.get("__role") == "master" else None
 
 
 # -- writes -----------------------------------------------------------------
 
 
-def prep_jid(opts, nocache=False, passed_jid=None):
-    import salt.utils.jid  # pylint: disable=import-outside-toplevel
+def prep_jid(opts: dict, nocache: bool = False, passed_jid: Optional[str] = None) -> str:
+    import salt.utils.jid  # here: Salt's loader has imported it already when it calls us
 
     return passed_jid if passed_jid is not None else salt.utils.jid.gen_jid(opts)
 
@@ -106,13 +98,26 @@ def _on_master(opts):
     return opts.get("__role") == "master"
 
 
-def save_load(store, jid, load, minions=None, master=None, opts=None):
+def _store_now(store, events):
+    """Store ``events`` at once (no engine to carry them); what cannot be stored raises to Salt."""
+    ingest.store_events(store, events, ingest.raise_refusal)
+
+
+def save_load(
+    store: Store,
+    settings: relay_config.Settings,
+    jid: str,
+    load: dict,
+    minions: Optional[list] = None,
+    opts: Optional[dict] = None,
+) -> None:
     """The publish load is the job's record; later per-return loads never replace it.
 
     Synchronous: the ``salt`` CLI reads it back right after publishing. If the
     database is down on a master, the load is kept locally (``get_load``
     reads it) and stored when the database is back, so ``salt`` still works.
     """
+    master = settings.master_id
     if opts is not None and _on_master(opts) and minions is None and "return" in load:
         # Salt repeats save_load with the return load for every minion return,
         # on the hot path; it only matters if the publish load is missing, so
@@ -125,9 +130,9 @@ def save_load(store, jid, load, minions=None, master=None, opts=None):
             return
     # The publish-time load (no "return" in it) is the job's record: it replaces
     # a row the engine may have written from the bus event first.
-    publish = "return" not in load
+    record = {"jid": jid, "load": load, "minions": minions, "publish": "return" not in load}
     try:
-        store.write_batch(jobs=[records.job_row(jid, load, minions, master)], authoritative_jobs=publish)
+        _store_now(store, [ingest.Event(records.JOB_CACHE_LOAD_TAG, record, master)])
     except StoreError as err:
         if opts is None or not _on_master(opts):
             raise
@@ -138,13 +143,15 @@ def save_load(store, jid, load, minions=None, master=None, opts=None):
         outbox.for_opts(opts).note_job(jid)
 
 
-def save_minions(store, jid, minions, master=None):
+def save_minions(store: Store, settings: relay_config.Settings, jid: str, minions: Optional[list]) -> None:
     # Only syndics/cluster peers call this, always after save_load; a job row
     # is created if the load has not arrived yet, with the minions known.
-    store.write_batch(jobs=[records.job_row(jid, {"jid": jid}, minions, master)])
+    _store_now(
+        store, [ingest.Event(records.JOB_CACHE_LOAD_TAG, {"jid": jid, "load": {"jid": jid}, "minions": minions}, settings.master_id)]
+    )
 
 
-def returner(store, ret, opts, master=None):
+def returner(store: Store, settings: relay_config.Settings, ret: Any, opts: dict) -> None:
     if not isinstance(ret, dict):
         raise RecordError(f"a return must be a mapping, got {type(ret).__name__}")
     if ret.get("jid") == "req":
@@ -154,55 +161,58 @@ def returner(store, ret, opts, master=None):
         box = outbox.for_opts(opts)
         if box.engine_alive():
             # The master's hot path: one append, the engine stores it in a batch.
-            box.put_return(ret, master)
+            box.put_return(ret, settings.master_id)
             return
-    store.write_batch(returns=[records.return_row(ret, master)], authoritative_returns=True)
+    _store_now(store, [ingest.Event(records.JOB_CACHE_RETURN_TAG, ret, settings.master_id)])
 
 
-def event_return(store, events, master=None, opts=None):
+def event_return(store: Store, settings: relay_config.Settings, events: list[dict], opts: Optional[dict] = None) -> None:
     """Never loses a batch: Salt's EventReturn drops it if this raises."""
     if not events:
         return  # Salt calls this with [] for every filtered event
+    master = settings.master_id
     if opts is not None and _on_master(opts):
         box = outbox.for_opts(opts)
         if box.engine_alive():
             box.put_events(events, master)
             return
         try:
-            _store_events(store, events, master)
-        except Exception as err:  # pylint: disable=broad-except  # whatever failed, the batch is kept
+            _store_events(store, settings, events)
+        except Exception as err:  # whatever failed, the batch is kept
             log.error(
                 "relay: %d events kept in the outbox until the relay engine stores them: %s: %s", len(events), type(err).__name__, err
             )
             box.put_events(events, master)
         return
-    _store_events(store, events, master)
+    _store_events(store, settings, events)
 
 
-def _store_events(store, events, master):
-    rows = []
-    for event in events or ():
+def _store_events(store, settings, events):
+    """event_return's events, as the engine would store them; a malformed one is logged and skipped."""
+
+    def skipped(event, reason, error):
+        if isinstance(error, StoreError):
+            raise error  # the database refused it: the caller keeps the batch
+        log.error("relay event_return: skipping malformed event %r: %s", str(event.tag)[:200], reason)
+
+    relay_events = []
+    for event in events:
         try:
-            rows.append(records.event_row(event["tag"], event.get("data"), master))
-        except (KeyError, TypeError, AttributeError, RecordError) as err:
+            relay_events.append(ingest.Event(event["tag"], event.get("data"), settings.master_id, not settings.returns_from_job_cache))
+        except (KeyError, TypeError, AttributeError) as err:
             log.error("relay event_return: skipping malformed event: %s: %s", type(err).__name__, err)
-    if rows:
-        store.write_batch(events=rows)
+    ingest.store_events(store, relay_events, skipped)
 
 
-def update_endtime(store, jid, time):
-    import salt.utils.jid  # pylint: disable=import-outside-toplevel
+def update_endtime(store: Store, jid: str, time: Any) -> None:
+    import salt.utils.jid  # here: Salt's loader has imported it already when it calls us
 
     ended = _parse_jid_time(time) or jids.jid_time(salt.utils.jid.gen_jid({}))
     store.write(queries.set_endtime, jid, ended)
 
 
-def clean_old_jobs(store, opts, config):
-    removed = store.purge(
-        relay_config.keep_jobs_seconds(config, opts),
-        relay_config.keep_events_seconds(config, opts),
-        config.cleanup_chunk_size,
-    )
+def clean_old_jobs(store: Store, settings: relay_config.Settings) -> dict[str, int]:
+    removed = store.purge(settings.keep_jobs_seconds, settings.keep_events_seconds, settings.config.cleanup_chunk_size)
     if any(removed.values()):
         log.info("relay: removed old rows %s", removed)
     return removed
@@ -211,7 +221,7 @@ def clean_old_jobs(store, opts, config):
 # -- reads --------------------------------------------------------------------
 
 
-def get_load(store, jid, opts=None):
+def get_load(store: Store, jid: str, opts: Optional[dict] = None) -> dict:
     try:
         load = store.read(queries.get_load, jid)
     except StoreError:
@@ -224,20 +234,20 @@ def get_load(store, jid, opts=None):
     return load
 
 
-def get_jid(store, jid):
+def get_jid(store: Store, jid: str) -> dict:
     return store.read(queries.get_jid, jid)
 
 
-def get_fun(store, fun):
+def get_fun(store: Store, fun: str) -> dict:
     return store.read(queries.latest_return_of_fun, fun)
 
 
-def get_minions(store):
+def get_minions(store: Store) -> list[str]:
     return store.read(queries.minion_ids)
 
 
-def get_jids(store):
-    import salt.utils.jid  # pylint: disable=import-outside-toplevel
+def get_jids(store: Store) -> dict[str, dict]:
+    import salt.utils.jid  # here: Salt's loader has imported it already when it calls us
 
     def every_job(conn):
         return {row.jid: _with_endtime(salt.utils.jid.format_jid_instance(row.jid, row.load), row) for row in queries.iter_all_jobs(conn)}
@@ -245,15 +255,15 @@ def get_jids(store):
     return store.read(every_job)
 
 
-def get_jids_filter(store, count, filter_find_job=True):
-    import salt.utils.jid  # pylint: disable=import-outside-toplevel
+def get_jids_filter(store: Store, count: int, filter_find_job: bool = True) -> list[dict]:
+    import salt.utils.jid  # here: Salt's loader has imported it already when it calls us
 
     exclude = (FIND_JOB,) if filter_find_job else ()
     rows = store.read(queries.list_jobs, limit=count, exclude_funs=exclude)
     return [_with_endtime(salt.utils.jid.format_jid_instance_ext(row.jid, row.load), row) for row in reversed(rows)]
 
 
-def get_endtime(store, jid):
+def get_endtime(store: Store, jid: str) -> Union[str, bool]:
     ended = store.read(queries.get_endtime, jid)
     return _format_time(ended) if ended else False
 
@@ -270,8 +280,6 @@ def _format_time(when):
 
 
 def _parse_jid_time(text):
-    import datetime  # pylint: disable=import-outside-toplevel
-
     try:
         return datetime.datetime.strptime(str(text), "%Y, %b %d %H:%M:%S.%f")
     except ValueError:

@@ -87,31 +87,38 @@ filter_find_job=True)``; the callable ``salt.loader`` entry point
 with ``__opts__`` and ``__runners__``.
 """
 
+from __future__ import annotations
+
 import inspect
 import logging
 import threading
+from typing import Any, Awaitable, Callable
+
+# Salt is imported inside the functions that use it: some of its modules exist
+# on some releases only (salt.ext.tornado on 3006), and importing this module
+# does not import Salt.
 
 log = logging.getLogger(__name__)
 
 
-def salt_version():
+def salt_version() -> str:
     """Salt's version string, for messages only."""
     try:
-        import salt.version  # pylint: disable=import-outside-toplevel
+        import salt.version
 
         return salt.version.__version__
-    except Exception:  # pylint: disable=broad-except
+    except Exception:  # for messages only: whatever fails is "unknown"
         return "unknown"
 
 
-def asyncio_transport():
+def asyncio_transport() -> bool:
     """True where Salt's transports run on asyncio (3007+), False on 3006 (difference 1)."""
-    import salt.transport  # pylint: disable=import-outside-toplevel
+    import salt.transport
 
     return hasattr(salt.transport, "ipc_publish_client")
 
 
-def master_bus_subscription(opts, poll_seconds=1.0):
+def master_bus_subscription(opts: dict, poll_seconds: float = 1.0) -> BusSubscription:
     """A subscription to the master's event bus, for one thread (see :class:`BusSubscription`)."""
     if asyncio_transport():
         return AsyncioBusSubscription(opts, poll_seconds)
@@ -128,7 +135,7 @@ class _Done:
 class DisconnectNotifier:
     """``disconnect_callback`` for 3007 (called) and 3008 (called, then awaited): difference 4."""
 
-    def __init__(self, callback, closing):
+    def __init__(self, callback: Callable[[], None], closing: Callable[[], bool]) -> None:
         self.callback = callback
         self.closing = closing
 
@@ -154,17 +161,17 @@ class BusSubscription:
 
     kind = "?"
 
-    def __init__(self, opts, poll_seconds=1.0):
+    def __init__(self, opts: dict, poll_seconds: float = 1.0) -> None:
         self.opts = opts
         self.poll_seconds = poll_seconds
         self.bus = None
         self._stop_requested = threading.Event()
         self._closing = False
 
-    def stop_requested(self):
+    def stop_requested(self) -> bool:
         return self._stop_requested.is_set()
 
-    def unpack(self, raw):
+    def unpack(self, raw: Any) -> tuple[str, Any]:
         return self.bus.unpack(raw)
 
     def _close_bus(self):
@@ -174,7 +181,7 @@ class BusSubscription:
             bus.destroy()
 
     def _new_bus(self, io_loop):
-        import salt.utils.event  # pylint: disable=import-outside-toplevel
+        import salt.utils.event
 
         # listen=False: on 3007/3008 listen=True would schedule the connect itself (difference 2).
         return salt.utils.event.get_master_event(self.opts, self.opts["sock_dir"], listen=False, io_loop=io_loop)
@@ -185,14 +192,14 @@ class AsyncioBusSubscription(BusSubscription):
 
     kind = "asyncio"
 
-    def __init__(self, opts, poll_seconds=1.0):
+    def __init__(self, opts: dict, poll_seconds: float = 1.0) -> None:
         super().__init__(opts, poll_seconds)
         self.client = None
         self._loop = None
         self._main = None
 
-    def run(self, main):
-        import asyncio  # pylint: disable=import-outside-toplevel
+    def run(self, main: Callable[[], Awaitable[Any]]) -> None:
+        import asyncio
 
         loop = asyncio.new_event_loop()
         self._loop = loop
@@ -212,7 +219,7 @@ class AsyncioBusSubscription(BusSubscription):
                 _cancel_pending_tasks(loop)
                 loop.close()
 
-    def request_stop(self):
+    def request_stop(self) -> None:
         self._stop_requested.set()
         loop, main = self._loop, self._main
         if loop is not None and main is not None:
@@ -221,10 +228,10 @@ class AsyncioBusSubscription(BusSubscription):
             except RuntimeError:
                 pass  # the loop is already closed: nothing to stop
 
-    async def connect(self, timeout):
-        import asyncio  # pylint: disable=import-outside-toplevel
+    async def connect(self, timeout: float) -> None:
+        import asyncio
 
-        import salt.transport  # pylint: disable=import-outside-toplevel
+        import salt.transport
 
         loop = asyncio.get_running_loop()
         self.bus = self._new_bus(loop)
@@ -236,24 +243,24 @@ class AsyncioBusSubscription(BusSubscription):
         # Without a timeout, connect() retries until it has a stream.
         await asyncio.wait_for(self.client.connect(), timeout)
 
-    def watch_disconnects(self, callback):
+    def watch_disconnects(self, callback: Callable[[], None]) -> bool:
         if not hasattr(self.client, "disconnect_callback"):
             return False
         self.client.disconnect_callback = DisconnectNotifier(callback, lambda: self._closing or self.stop_requested())
         return True
 
-    async def recv(self):
+    async def recv(self) -> Any:
         # No timeout (difference 3): stopping cancels this instead.
         return await self.client.recv()
 
-    async def sleep(self, seconds):
-        import asyncio  # pylint: disable=import-outside-toplevel
+    async def sleep(self, seconds: float) -> None:
+        import asyncio
 
         await asyncio.sleep(seconds)
 
 
 def _cancel_pending_tasks(loop):
-    import asyncio  # pylint: disable=import-outside-toplevel
+    import asyncio
 
     pending = [task for task in asyncio.all_tasks(loop) if not task.done()]
     for task in pending:
@@ -268,15 +275,15 @@ class TornadoBusSubscription(BusSubscription):
 
     kind = "tornado"
 
-    def __init__(self, opts, poll_seconds=1.0):
+    def __init__(self, opts: dict, poll_seconds: float = 1.0) -> None:
         super().__init__(opts, poll_seconds)
         self.subscriber = None
         self._io_loop = None
         self._on_drop = None
         self._down = False
 
-    def run(self, main):
-        import salt.ext.tornado.ioloop  # pylint: disable=import-outside-toplevel
+    def run(self, main: Callable[[], Awaitable[Any]]) -> None:
+        import salt.ext.tornado.ioloop
 
         io_loop = salt.ext.tornado.ioloop.IOLoop()
         self._io_loop = io_loop
@@ -288,20 +295,20 @@ class TornadoBusSubscription(BusSubscription):
             finally:
                 io_loop.close()
 
-    def request_stop(self):
+    def request_stop(self) -> None:
         self._stop_requested.set()  # recv() looks at it after each poll
 
-    async def connect(self, timeout):
+    async def connect(self, timeout: float) -> None:
         self.bus = self._new_bus(self._io_loop)
         self.bus.connect_pub()  # 3006: creates the subscriber, connects nothing
         self.subscriber = self.bus.subscriber
         await self.subscriber.connect(timeout=timeout)
 
-    def watch_disconnects(self, callback):
+    def watch_disconnects(self, callback: Callable[[], None]) -> bool:
         self._on_drop = callback
         return True
 
-    async def recv(self):
+    async def recv(self) -> Any:
         subscriber = self.subscriber
         while not self.stop_requested():
             if not subscriber.connected():
@@ -309,7 +316,7 @@ class TornadoBusSubscription(BusSubscription):
                 # looking at our stop: reconnect here, one poll at a time.
                 try:
                     await subscriber.connect(timeout=self.poll_seconds)
-                except Exception:  # pylint: disable=broad-except  # the publisher is not back yet
+                except Exception:  # the publisher is not back yet
                     await self.sleep(self.poll_seconds)
                 continue
             # A timeout keeps the pending read (FutureWithTimeout): nothing is lost.
@@ -325,8 +332,8 @@ class TornadoBusSubscription(BusSubscription):
                     self._on_drop()
         return None
 
-    async def sleep(self, seconds):
-        import salt.ext.tornado.gen  # pylint: disable=import-outside-toplevel
+    async def sleep(self, seconds: float) -> None:
+        import salt.ext.tornado.gen
 
         await salt.ext.tornado.gen.sleep(seconds)
 
@@ -344,7 +351,7 @@ def _publish_client_poll_misses_buffered_frames(cls):
     return "selectors" in source and "timeout == 0" in source
 
 
-def fix_publish_client_poll():
+def fix_publish_client_poll() -> bool:
     """Make 3007's ``PublishClient.recv(timeout=0)`` see frames Tornado already buffered.
 
     For processes that poll the bus like the ``salt`` CLI does (its job
@@ -354,7 +361,7 @@ def fix_publish_client_poll():
     if not asyncio_transport():
         return False  # 3006: the CLI polls IPCMessageSubscriber; importing tcp would only cost time (0.19 s)
     try:
-        import salt.transport.tcp as tcp  # pylint: disable=import-outside-toplevel
+        import salt.transport.tcp as tcp
     except ImportError:
         return False
     cls = getattr(tcp, "PublishClient", None)
@@ -373,7 +380,7 @@ def fix_publish_client_poll():
                 async with self._read_in_progress:
                     # Served from Tornado's buffer at once; the kernel socket is empty.
                     self.unpacker.feed(await stream.read_bytes(4096, partial=True))
-            except Exception:  # pylint: disable=broad-except  # then Salt's own code decides
+            except Exception:  # then Salt's own code decides
                 log.debug("relay: reading Tornado's buffered event bytes failed", exc_info=True)
         return await original(self, timeout)
 
@@ -387,9 +394,9 @@ def fix_publish_client_poll():
 # -- difference 6: job retention ----------------------------------------------
 
 
-def keep_jobs_seconds(opts):
+def keep_jobs_seconds(opts: dict) -> int:
     """Salt's job retention in seconds, as this release's own job cache reads it (0: keep forever)."""
-    import salt.utils.job  # pylint: disable=import-outside-toplevel
+    import salt.utils.job
 
     return int(salt.utils.job.get_keep_jobs_seconds(opts) or 0)
 
@@ -397,9 +404,9 @@ def keep_jobs_seconds(opts):
 # -- difference 7: master_async_mworker ----------------------------------------
 
 
-def has_async_mworker():
+def has_async_mworker() -> bool:
     """True where the master has ``master_async_mworker`` (3008+)."""
-    import salt.config  # pylint: disable=import-outside-toplevel
+    import salt.config
 
     return "master_async_mworker" in salt.config.VALID_OPTS
 
@@ -407,20 +414,20 @@ def has_async_mworker():
 # -- difference 8: the benchmark's request channel -----------------------------
 
 
-def async_request_channel(opts):
+def async_request_channel(opts: dict) -> Any:
     """A minion's ``AsyncReqChannel`` on the running asyncio loop (3007+)."""
     if not asyncio_transport():
         raise RuntimeError(
             f"Salt {salt_version()}: its request channel runs on the vendored Tornado 4.5, "
             "not on an asyncio loop; the benchmark's return driver needs Salt 3007 or newer"
         )
-    import salt.channel.client  # pylint: disable=import-outside-toplevel
-    import tornado.ioloop  # pylint: disable=import-outside-toplevel
+    import salt.channel.client
+    import tornado.ioloop
 
     return salt.channel.client.AsyncReqChannel.factory(opts, crypt="aes", io_loop=tornado.ioloop.IOLoop.current())
 
 
-async def close_request_channel(channel):
+async def close_request_channel(channel: Any) -> None:
     close_async = getattr(channel, "close_async", None)
     if close_async is not None:
         await close_async()  # 3008

@@ -12,7 +12,7 @@ JSON document, ``schema_version`` 1 (keys are stable; new keys may appear)::
     engine   {state ("up" | "down"), reported, pid, mode, seconds_since_report, capture ("up" | "down" | "unknown"),
              capture_failure (why the reader stopped, or null), stats_file}
     events   {captured, kept, filtered, filtered_by_reason {reason: n}, stored, published, job_cache_records,
-              lost_to_spool_bound, bus_drops, reader_overflowed}
+              lost_to_journal_bound, lost_to_spool_bound (its earlier name, same value), bus_drops, reader_overflowed}
     journal  {batches, bytes, max_bytes, used_percent, lag_seconds, directory}
     outbox   {bytes, directory}
     dead_letters {on_disk, directory, in_queue}
@@ -21,15 +21,23 @@ JSON document, ``schema_version`` 1 (keys are stable; new keys may appear)::
               rows {jobs, returns, events}}
 """
 
+from __future__ import annotations
+
 import dataclasses
 import datetime
 import json
 import pathlib
 import time
+from typing import TYPE_CHECKING, Callable, Optional
 
 from salt_engine_lib import paths
 from salt_engine_lib.errors import RelayError
 from salt_engine_lib.urls import mask_url
+
+if TYPE_CHECKING:
+    import sqlalchemy as sa
+
+    from salt_engine_lib import config as relay_config
 
 SCHEMA_VERSION = 1
 EXIT_STATUS = {"ok": 0, "degraded": 1, "down": 2}
@@ -39,7 +47,7 @@ EXIT_STATUS = {"ok": 0, "degraded": 1, "down": 2}
 class Thresholds:
     #: Silent longer than this (its heartbeat is older), the engine is down.
     engine_silent_seconds: float = paths.HEARTBEAT_STALE_SECONDS
-    #: Journal use (percent of spool_max_bytes) that needs a person.
+    #: Journal use (percent of journal_max_bytes) that needs a person.
     journal_percent: float = 80.0
     #: Age of the oldest unforwarded batch that needs a person.
     lag_seconds: float = 60.0
@@ -52,12 +60,13 @@ def _read_engine_stats(path):
         return None
 
 
-def gather(config, opts, database_url, raw_engine, now=None):
-    """The report (without warnings) for this config; never raises for an unreachable server."""
-    from salt_engine_lib import deadletters  # pylint: disable=import-outside-toplevel
+def gather(settings: relay_config.Settings, raw_engine: Callable[[], sa.Engine], now: Optional[float] = None) -> dict:
+    """The report (without warnings) for these :class:`config.Settings`; never raises for an unreachable server."""
+    from salt_engine_lib import deadletters  # here: importing status stays cheap for the CLI's other commands
 
+    config = settings.config
     now = time.time() if now is None else now
-    stats_file = paths.engine_stats(opts)
+    stats_file = settings.engine_stats_file
     stats = _read_engine_stats(stats_file)
     seconds = round(now - stats.get("updated", 0), 1) if stats else None
     reader_alive = stats.get("reader_alive") if stats else None
@@ -88,13 +97,14 @@ def gather(config, opts, database_url, raw_engine, now=None):
         "published": None if embedded else stats.get("forwarded", 0),
         # Stored/published counts include the job cache's records (returns, loads) the engine carried.
         "job_cache_records": stats.get("outbox_moved", 0),
-        "lost_to_spool_bound": stats.get("spool_lost_events", 0),
+        "lost_to_journal_bound": stats.get("journal_lost_events", 0),
+        "lost_to_spool_bound": stats.get("journal_lost_events", 0),
         "bus_drops": stats.get("bus_disconnects", 0),
         "reader_overflowed": stats.get("reader_overflowed", 0),
     }
     journal = stats.get("journal") or {}
-    max_bytes = journal.get("max_bytes", config.spool_max_bytes)
-    size = journal.get("bytes", stats.get("spool_pending_bytes", 0))
+    max_bytes = journal.get("max_bytes", config.journal_max_bytes)
+    size = journal.get("bytes", stats.get("journal_pending_bytes", 0))
     oldest = journal.get("oldest_created")
     report["journal"] = {
         "batches": journal.get("batches", 0),
@@ -102,21 +112,21 @@ def gather(config, opts, database_url, raw_engine, now=None):
         "max_bytes": max_bytes,
         "used_percent": round(100.0 * size / max_bytes, 1) if max_bytes else 0.0,
         "lag_seconds": round(max(0.0, now - oldest), 1) if oldest else 0.0,
-        "directory": str(paths.journal(opts, config.spool_dir)),
+        "directory": str(settings.journal_dir),
     }
-    report["outbox"] = {"bytes": stats.get("outbox_pending_bytes", 0), "directory": str(paths.outbox(opts))}
+    report["outbox"] = {"bytes": stats.get("outbox_pending_bytes", 0), "directory": str(settings.outbox_dir)}
     report["dead_letters"] = {
-        "on_disk": deadletters.count_dead_letters(paths.dead_letters(opts)),
-        "directory": str(paths.dead_letters(opts)),
+        "on_disk": deadletters.count_dead_letters(settings.dead_letters_dir),
+        "directory": str(settings.dead_letters_dir),
         "in_queue": None,
     }
     report["broker"] = _broker(config, report) if config.broker_url else None
-    report["database"] = _database(database_url, raw_engine)
+    report["database"] = _database(settings.database_url, raw_engine)
     return report
 
 
 def _broker(config, report):
-    from salt_engine_lib import broker  # pylint: disable=import-outside-toplevel
+    from salt_engine_lib import broker  # here: Kombu is imported only in the broker mode
 
     found = {"url": mask_url(config.broker_url), "reachable": True, "error": None, "queues": {}}
     try:
@@ -129,7 +139,7 @@ def _broker(config, report):
 
 
 def _database(database_url, raw_engine):
-    from salt_engine_lib.store import migrate, queries, translate_errors  # pylint: disable=import-outside-toplevel
+    from salt_engine_lib.store import migrate, queries, translate_errors  # here: SQLAlchemy only when a report is made
 
     found = {
         "url": mask_url(database_url),
@@ -153,7 +163,7 @@ def _database(database_url, raw_engine):
     return found
 
 
-def assess(report, config, thresholds=Thresholds()):
+def assess(report: dict, config: relay_config.RelayConfig, thresholds: Thresholds = Thresholds()) -> dict:
     """Adds ``warnings``, ``state`` and ``exit_status``: 0 healthy, 1 degraded, 2 down or unreachable."""
     down, degraded = [], []
     engine, events, journal = report["engine"], report["events"], report["journal"]
@@ -187,12 +197,14 @@ def assess(report, config, thresholds=Thresholds()):
     if journal["used_percent"] > thresholds.journal_percent:
         degraded.append(
             f"journal {journal['used_percent']:.1f} % full (more than {thresholds.journal_percent:g} % of "
-            f"relay:spool_max_bytes): beyond 100 % new events are lost"
+            f"relay:journal_max_bytes): beyond 100 % new events are lost"
         )
     if journal["lag_seconds"] > thresholds.lag_seconds:
         degraded.append(f"lag {journal['lag_seconds']:.0f} s (more than {thresholds.lag_seconds:g} s): batches wait in the journal")
-    if events["lost_to_spool_bound"]:
-        degraded.append(f"{events['lost_to_spool_bound']} events lost to the spool bound (relay:spool_max_bytes) since the engine started")
+    if events["lost_to_journal_bound"]:
+        degraded.append(
+            f"{events['lost_to_journal_bound']} events lost to the journal bound (relay:journal_max_bytes) since the engine started"
+        )
     if events["bus_drops"]:
         degraded.append(
             f"the master's publisher dropped the engine's subscription ({events['bus_drops']} times since the engine started): "
@@ -221,7 +233,7 @@ def _n(value):
     return "-" if value is None else f"{value:,}"
 
 
-def render(report):
+def render(report: dict) -> str:
     """The aligned text report."""
     lines = []
     checked = datetime.datetime.fromtimestamp(report["checked_at"], datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")

@@ -1,6 +1,9 @@
 """Broker and database URLs: validation and password masking."""
 
+from __future__ import annotations
+
 import re
+from typing import Optional
 
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
@@ -13,7 +16,7 @@ DATABASE_DIALECTS = ("sqlite", "mysql", "mariadb", "postgresql")
 _SECRET_QUERY_VALUE = re.compile(r"([?&][^=&#?]*pass[^=&#?]*=)[^&#]*", re.IGNORECASE)
 
 
-def mask_url(url):
+def mask_url(url: Optional[str]) -> Optional[str]:
     """The URL with its password replaced by ``***`` (None stays None).
 
     Parsed the way SQLAlchemy parses it (Kombu URLs have the same shape), so
@@ -34,13 +37,13 @@ def mask_url(url):
     return _SECRET_QUERY_VALUE.sub(r"\1***", f"{prefix}://{user}:***@{host_part}")
 
 
-def validate_broker_url(key, url):
+def validate_broker_url(key: str, url: str) -> None:
     scheme = url.split("://", 1)[0] if "://" in url else ""
     if scheme not in BROKER_SCHEMES:
         raise ConfigError(f"relay:{key} {mask_url(url)!r} has an unsupported scheme {scheme!r}; allowed: {', '.join(BROKER_SCHEMES)}")
 
 
-def validate_database_url(key, url):
+def validate_database_url(key: str, url: str) -> None:
     try:
         parsed = make_url(url)
     except ArgumentError:

@@ -1,17 +1,20 @@
-"""Helpers for the broker pipeline tests: configs, worker threads and processes, queue reads."""
+"""Helpers for the broker pipeline tests: configs, worker threads and processes, a proxy in front of a server.
+
+Queue reads live in :mod:`tests.support.brokers` (``queue_depth`` and
+``take_all`` are imported here too, for the tests that take them from here).
+"""
 
 import contextlib
 import pathlib
 import signal
-import subprocess
-import sys
 import threading
 import urllib.parse
 
-import kombu
-
 from salt_engine_lib import broker, config, message
 from salt_engine_lib.worker import Worker
+from tests.support import processes
+from tests.support.brokers import queue_depth, take_all  # noqa: F401  (tests/functional imports them from here)
+from tests.support.salt_daemons import SALT_RELAY
 from tests.tcp_proxy import TcpProxy
 
 
@@ -71,29 +74,6 @@ class WorkerThread:
         assert not self.thread.is_alive(), "worker did not stop within 30 s"
 
 
-def queue_depth(url, name):
-    with kombu.Connection(url, connect_timeout=5) as conn:
-        try:
-            _, count, _ = broker.queue(name).bind(conn.channel()).queue_declare(passive=True)
-        except conn.channel_errors:
-            if broker.is_redis(url):
-                return 0  # Redis deletes an emptied list: the queue is empty
-            raise
-        return count
-
-
-def take_all(url, name):
-    """Every message of a queue (acked, so removed): [(headers, body)]."""
-    taken = []
-    with kombu.Connection(url, connect_timeout=5) as conn:
-        bound = broker.queue(name).bind(conn.channel())
-        while True:
-            msg = bound.get(no_ack=True)
-            if msg is None:
-                return taken
-            taken.append((dict(msg.headers or {}), msg.body))
-
-
 def proxied(url):
     """(TcpProxy, the URL through it) for a broker or database URL on loopback."""
     parts = urllib.parse.urlsplit(url)
@@ -101,14 +81,10 @@ def proxied(url):
     return proxy, url.replace(f"{parts.hostname}:{parts.port}", f"127.0.0.1:{proxy.port}", 1)
 
 
-SALT_RELAY = str(pathlib.Path(sys.executable).parent / "salt-relay")
-
-
 @contextlib.contextmanager
 def worker_process(args, log_path):
     """``salt-relay <args>`` (a worker) logging to ``log_path``; SIGTERM at the end must exit 0."""
-    with open(log_path, "ab") as log:
-        proc = subprocess.Popen([SALT_RELAY, *args], stdout=log, stderr=subprocess.STDOUT)
+    proc = processes.spawn([SALT_RELAY, *args], log_path)
     yield proc
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=60) == 0, pathlib.Path(log_path).read_text()[-3000:]

@@ -1,14 +1,3 @@
-"""Polling for results that a background process (the engine) stores."""
+"""Kept for the tests that import ``wait_for`` from here; it lives in :mod:`tests.support.waiting`."""
 
-import time
-
-
-def wait_for(predicate, timeout=60, interval=0.25):
-    """The predicate's first truthy value, or its last value after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    return predicate()
+from tests.support.waiting import wait_for  # noqa: F401

@@ -1,12 +1,16 @@
 """The SQL store: schema, idempotent writes, job-cache reads, retention.
 
-:class:`Store` is the one handle the returner, the worker and the CLI use.
-Its engine is created on first use in each process, and the schema is
-brought to the current Alembic revision then (unless ``auto_upgrade`` is off).
+:class:`Store` is the one handle the returner, the worker, the engine and the
+CLI use (:meth:`Store.from_settings`). Its engine is created on first use in
+each process, and the schema is brought to the current Alembic revision then
+(unless ``auto_upgrade`` is off) or at :meth:`Store.ensure_schema`.
 """
+
+from __future__ import annotations
 
 import contextlib
 import os
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Optional
 
 import sqlalchemy.exc
 
@@ -14,9 +18,14 @@ from salt_engine_lib.errors import StoreError
 from salt_engine_lib.store import connection, migrate, queries, retention, writes
 from salt_engine_lib.urls import mask_url
 
+if TYPE_CHECKING:
+    import sqlalchemy as sa
+
+    from salt_engine_lib import config as relay_config
+
 
 @contextlib.contextmanager
-def translate_errors(database_url):
+def translate_errors(database_url: str) -> Iterator[None]:
     """Database driver errors become StoreError naming the (masked) URL."""
     try:
         yield
@@ -26,7 +35,15 @@ def translate_errors(database_url):
 
 
 class Store:
-    def __init__(self, database_url, ssl=None, auto_upgrade=True):
+    """The database of one URL. Creating it opens nothing: the first use connects.
+
+    The schema is checked once per process before that first use (and, with
+    ``auto_upgrade``, brought to the code's revision); :meth:`ensure_schema`
+    does it at once, for a daemon that wants to fail at start rather than at
+    its first write.
+    """
+
+    def __init__(self, database_url: str, ssl: Optional[dict] = None, auto_upgrade: bool = True) -> None:
         self.database_url = database_url
         self.ssl = ssl
         self.auto_upgrade = auto_upgrade
@@ -36,64 +53,81 @@ class Store:
         return f"Store({mask_url(self.database_url)!r})"
 
     @classmethod
-    def from_config(cls, config, database_url):
-        return cls(database_url, ssl=config.database_ssl, auto_upgrade=config.auto_upgrade)
+    def from_settings(cls, settings: relay_config.Settings, auto_upgrade: Optional[bool] = None) -> Store:
+        """The store of these :class:`config.Settings` (``auto_upgrade`` overrides the configured one)."""
+        config = settings.config
+        return cls(
+            settings.database_url, ssl=config.database_ssl, auto_upgrade=config.auto_upgrade if auto_upgrade is None else auto_upgrade
+        )
 
     @property
-    def engine(self):
-        engine = connection.get_engine(self.database_url, self.ssl)
-        if self._checked_pid != os.getpid():
-            with translate_errors(self.database_url):
-                self._check_schema(engine)
-        return engine
+    def engine(self) -> sa.Engine:
+        """The SQLAlchemy engine as it is, the schema not checked: for raw SQL in tools and tests."""
+        return connection.get_engine(self.database_url, self.ssl)
 
-    def ensure_schema(self):
-        """Check (or, with auto_upgrade, bring) the schema to the code's revision now, not at the first write."""
-        self.engine  # noqa: B018  # the property checks the schema once per process
-
-    def _check_schema(self, engine):
-        if self.auto_upgrade:
-            migrate.ensure_current(engine)
-        elif migrate.current_revision(engine) != migrate.head_revision():
-            raise StoreError(
-                f"the database {mask_url(self.database_url)} is not at schema revision "
-                f"{migrate.head_revision()}: run `salt-relay db upgrade`"
-            )
+    def ensure_schema(self) -> None:
+        """Check the schema now (with auto_upgrade: bring it to the code's revision); StoreError if it is not right."""
+        engine = self.engine
+        with translate_errors(self.database_url):
+            if self.auto_upgrade:
+                migrate.ensure_current(engine)
+            elif migrate.current_revision(engine) != migrate.head_revision():
+                raise StoreError(
+                    f"the database {mask_url(self.database_url)} is not at schema revision "
+                    f"{migrate.head_revision()}: run `salt-relay db upgrade`"
+                )
         self._checked_pid = os.getpid()
 
-    def write_batch(self, jobs=(), returns=(), events=(), authoritative_returns=False, authoritative_jobs=False):
+    def connect(self):
+        """A connection for raw SQL (tools, tests), the schema checked first; driver errors are not translated."""
+        return self._engine().connect()
+
+    def _engine(self):
+        """The SQLAlchemy engine, the schema checked once in this process first."""
+        if self._checked_pid != os.getpid():
+            self.ensure_schema()
+        return self.engine
+
+    def write_batch(
+        self,
+        jobs: Iterable[dict] = (),
+        returns: Iterable[dict] = (),
+        events: Iterable[dict] = (),
+        authoritative_returns: bool = False,
+        authoritative_jobs: bool = False,
+    ) -> dict[str, int]:
         """Store one batch in one transaction; returns rows given per table."""
-        with translate_errors(self.database_url), self.engine.begin() as conn:
+        with translate_errors(self.database_url), self._engine().begin() as conn:
             return writes.write_batch(conn, jobs, returns, events, authoritative_returns, authoritative_jobs)
 
-    def write_rows(self, rows):
-        """Store a :class:`records.Rows` in one transaction."""
-        with translate_errors(self.database_url), self.engine.begin() as conn:
+    def write_rows(self, rows: writes.Rows) -> dict[str, int]:
+        """Store a :class:`writes.Rows` in one transaction."""
+        with translate_errors(self.database_url), self._engine().begin() as conn:
             return writes.write_rows(conn, rows)
 
-    def reachable(self):
+    def reachable(self) -> bool:
         """True when the database answers a trivial query (tells "down" from "refused this")."""
         try:
-            with translate_errors(self.database_url), self.engine.connect() as conn:
+            with translate_errors(self.database_url), self._engine().connect() as conn:
                 conn.exec_driver_sql("SELECT 1")
             return True
         except StoreError:
             return False
 
-    def read(self, query, *args, **kwargs):
+    def read(self, query: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """Run one of :mod:`queries` on a fresh connection."""
-        with translate_errors(self.database_url), self.engine.connect() as conn:
+        with translate_errors(self.database_url), self._engine().connect() as conn:
             return query(conn, *args, **kwargs)
 
-    def write(self, query, *args, **kwargs):
+    def write(self, query: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """Run one of :mod:`queries`' writes in its own transaction."""
-        with translate_errors(self.database_url), self.engine.begin() as conn:
+        with translate_errors(self.database_url), self._engine().begin() as conn:
             return query(conn, *args, **kwargs)
 
-    def purge(self, keep_jobs_seconds, keep_events_seconds, chunk_size=5000):
+    def purge(self, keep_jobs_seconds: Optional[int], keep_events_seconds: Optional[int], chunk_size: int = 5000) -> dict[str, int]:
         with translate_errors(self.database_url):
-            removed = retention.purge_jobs(self.engine, keep_jobs_seconds, chunk_size)
-            removed["events"] = retention.purge_events(self.engine, keep_events_seconds, chunk_size)
+            removed = retention.purge_jobs(self._engine(), keep_jobs_seconds, chunk_size)
+            removed["events"] = retention.purge_events(self._engine(), keep_events_seconds, chunk_size)
         return removed
 
 

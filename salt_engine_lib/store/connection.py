@@ -9,11 +9,14 @@ its host name. ``verify: false`` keeps the encryption but drops both checks;
 that is logged at WARNING once per process.
 """
 
+from __future__ import annotations
+
 import logging
 import os
 import pathlib
 import ssl as _ssl
 import threading
+from typing import Optional
 
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
@@ -30,7 +33,7 @@ _unverified_warned_pid = None  # the PID that logged the verify: false warning
 
 def _verify(ssl, url):
     """True unless relay:database_ssl:verify is false (then warned, once per process)."""
-    global _unverified_warned_pid  # pylint: disable=global-statement
+    global _unverified_warned_pid
     if ssl.get("verify", True) is not False:
         return True
     if _unverified_warned_pid != os.getpid():
@@ -115,7 +118,7 @@ def _sqlite_pragmas(dbapi_connection, _record):
     cursor.close()
 
 
-def create_engine(database_url, ssl=None):
+def create_engine(database_url: str, ssl: Optional[dict] = None) -> sa.Engine:
     url = make_url(database_url)
     kwargs = {
         "connect_args": _connect_args(url, ssl),
@@ -133,7 +136,7 @@ def create_engine(database_url, ssl=None):
     return engine
 
 
-def get_engine(database_url, ssl=None):
+def get_engine(database_url: str, ssl: Optional[dict] = None) -> sa.Engine:
     """The process's engine for this URL (new after a fork)."""
     # None (no TLS) and {} (TLS, defaults) are different engines.
     key = (os.getpid(), database_url, None if ssl is None else repr(sorted(ssl.items())))
@@ -146,7 +149,7 @@ def get_engine(database_url, ssl=None):
     return engine
 
 
-def dispose_all():
+def dispose_all() -> None:
     for engine in _engines.values():
         engine.dispose()
     _engines.clear()

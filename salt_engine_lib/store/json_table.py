@@ -21,7 +21,10 @@ executemany path for that chunk.
 Needs JSON_TABLE: MariaDB 10.6+ or MySQL 8.0+ (:func:`supported`).
 """
 
+from __future__ import annotations
+
 import datetime
+from typing import Sequence
 
 import orjson
 import sqlalchemy as sa
@@ -33,7 +36,7 @@ from salt_engine_lib.errors import BulkPathUnsupported
 MAX_CHUNK_BYTES = 4 << 20
 
 
-def supported(conn):
+def supported(conn: sa.Connection) -> bool:
     dialect = conn.dialect
     if dialect.name not in ("mysql", "mariadb"):
         return False
@@ -63,7 +66,7 @@ def _converters(table, columns):
     return [as_json if isinstance(table.c[name].type, sa.JSON) else as_scalar for name in columns]
 
 
-def statement(conn, table, columns, update_columns, conflict_key):
+def statement(conn: sa.Connection, table: sa.Table, columns: list[str], update_columns: Sequence[str], conflict_key: str) -> str:
     names = ", ".join(_quote(conn, name) for name in columns)
     picks = ", ".join(f"c{index}" for index in range(len(columns)))
     shape = ", ".join(f"c{index} LONGTEXT PATH '$[{index}]'" for index in range(len(columns)))
@@ -81,7 +84,7 @@ def statement(conn, table, columns, update_columns, conflict_key):
     )
 
 
-def chunks(table, rows):
+def chunks(table: sa.Table, rows: list[dict]) -> tuple[list[str], list[str]]:
     """``(columns, [json array text, ...])``; BulkPathUnsupported if a row cannot be written as JSON."""
     columns = list(rows[0])
     convert = list(zip(columns, _converters(table, columns)))
@@ -101,7 +104,7 @@ def chunks(table, rows):
     return columns, [chunk.decode("utf-8") for chunk in out]
 
 
-def upsert(conn, table, rows, update_columns, conflict_key):
+def upsert(conn: sa.Connection, table: sa.Table, rows: list[dict], update_columns: Sequence[str], conflict_key: str) -> None:
     """Write ``rows`` (dicts with identical keys); BulkPathUnsupported before anything is sent."""
     columns, documents = chunks(table, rows)
     sql = statement(conn, table, columns, update_columns, conflict_key)

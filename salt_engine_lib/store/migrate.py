@@ -9,15 +9,21 @@ with ``master_job_cache: relay`` opens the store, and importing Alembic took
 0.23-0.30 s of such a call here, where checking the revision is one SELECT.
 """
 
+from __future__ import annotations
+
 import contextlib
 import fcntl
 import logging
 import pathlib
+from typing import TYPE_CHECKING, Optional
 
 import sqlalchemy
 from sqlalchemy import text
 
 from salt_engine_lib.urls import mask_url
+
+if TYPE_CHECKING:
+    from alembic.config import Config
 
 log = logging.getLogger(__name__)
 
@@ -29,8 +35,8 @@ _MYSQL_LOCK_NAME = "salt_relay_schema_upgrade"
 HEAD_REVISION = "0001"
 
 
-def alembic_config(connection=None):
-    from alembic.config import Config  # pylint: disable=import-outside-toplevel
+def alembic_config(connection: Optional[sqlalchemy.Connection] = None) -> Config:
+    from alembic.config import Config
 
     config = Config()
     config.set_main_option("script_location", str(_MIGRATIONS_DIR))
@@ -38,18 +44,18 @@ def alembic_config(connection=None):
     return config
 
 
-def head_revision():
+def head_revision() -> str:
     return HEAD_REVISION
 
 
-def alembic_head_revision():
+def alembic_head_revision() -> Optional[str]:
     """The head as Alembic reads it from the migration scripts."""
-    from alembic.script import ScriptDirectory  # pylint: disable=import-outside-toplevel
+    from alembic.script import ScriptDirectory
 
     return ScriptDirectory.from_config(alembic_config()).get_current_head()
 
 
-def current_revision(engine):
+def current_revision(engine: sqlalchemy.Engine) -> Optional[str]:
     """The database's revision (Alembic's version table), or None for an empty database."""
     with engine.connect() as conn:
         return _revision_of(conn)
@@ -89,9 +95,9 @@ def _upgrade_lock(engine, conn):
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def upgrade(engine, revision="head"):
+def upgrade(engine: sqlalchemy.Engine, revision: str = "head") -> tuple[Optional[str], Optional[str]]:
     """Apply migrations up to ``revision``; returns (before, after)."""
-    from alembic import command  # pylint: disable=import-outside-toplevel
+    from alembic import command
 
     # Commit before the lock is released, so the next process to get it sees the new revision.
     with engine.connect() as conn:
@@ -107,7 +113,7 @@ def upgrade(engine, revision="head"):
     return before, after
 
 
-def ensure_current(engine):
+def ensure_current(engine: sqlalchemy.Engine) -> None:
     """Upgrade if behind; cheap (one SELECT) when the schema is current."""
     if current_revision(engine) != head_revision():
         upgrade(engine)

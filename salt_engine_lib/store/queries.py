@@ -4,17 +4,24 @@ jids sort by time, so "newest first" pages are keyset range scans on the
 primary key: ``WHERE jid < :before ORDER BY jid DESC LIMIT :n``, never OFFSET.
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Iterable, Iterator, Optional
+
 import sqlalchemy as sa
 
 from salt_engine_lib import jids
 from salt_engine_lib.store.schema import jobs, returns
+
+if TYPE_CHECKING:
+    import datetime
 
 # Keys of the return document that job-cache readers expect beside "return"
 # (what local_cache keeps in return.p and out.p).
 _JID_ENTRY_KEYS = ("retcode", "success", "out")
 
 
-def get_load(conn, jid):
+def get_load(conn: sa.Connection, jid: str) -> dict:
     """The publish load of ``jid`` with ``Minions``, or {} if unknown."""
     row = conn.execute(sa.select(jobs.c.load, jobs.c.minions).where(jobs.c.jid == str(jid))).first()
     if row is None:
@@ -25,7 +32,7 @@ def get_load(conn, jid):
     return load
 
 
-def get_jid(conn, jid):
+def get_jid(conn: sa.Connection, jid: str) -> dict:
     """``{minion_id: {"return": ..., "retcode": ..., "success": ..., "out": ...}}``."""
     rows = conn.execute(
         sa.select(returns.c.minion_id, returns.c.ret, returns.c.document).where(returns.c.jid == str(jid)).order_by(returns.c.minion_id)
@@ -54,7 +61,14 @@ def _job_page_query(limit, before=None, start=None, end=None, exclude_funs=()):
     return query if limit is None else query.limit(int(limit))
 
 
-def list_jobs(conn, limit=None, before=None, start=None, end=None, exclude_funs=()):
+def list_jobs(
+    conn: sa.Connection,
+    limit: Optional[int] = None,
+    before: Optional[str] = None,
+    start: Optional[datetime.datetime] = None,
+    end: Optional[datetime.datetime] = None,
+    exclude_funs: Iterable[str] = (),
+) -> list[sa.Row]:
     """Newest first; pass the last jid seen as ``before`` for the next page.
 
     ``start``/``end`` are naive UTC datetimes bounding the job start time.
@@ -62,7 +76,7 @@ def list_jobs(conn, limit=None, before=None, start=None, end=None, exclude_funs=
     return list(conn.execute(_job_page_query(limit, before, start, end, exclude_funs)))
 
 
-def iter_all_jobs(conn, page_size=5000):
+def iter_all_jobs(conn: sa.Connection, page_size: int = 5000) -> Iterator[sa.Row]:
     """Every job, newest first, fetched in keyset pages (for get_jids)."""
     before = None
     while True:
@@ -73,21 +87,21 @@ def iter_all_jobs(conn, page_size=5000):
         before = page[-1].jid
 
 
-def returns_of_minion(conn, minion_id, limit=50, before=None):
+def returns_of_minion(conn: sa.Connection, minion_id: str, limit: int = 50, before: Optional[str] = None) -> list[sa.Row]:
     query = sa.select(returns).where(returns.c.minion_id == str(minion_id))
     if before is not None:
         query = query.where(returns.c.jid < str(before))
     return list(conn.execute(query.order_by(returns.c.jid.desc()).limit(int(limit))))
 
 
-def failed_returns(conn, since_jid, limit=100):
+def failed_returns(conn: sa.Connection, since_jid: str, limit: int = 100) -> list[sa.Row]:
     query = (
         sa.select(returns).where(returns.c.success.is_(False), returns.c.jid >= str(since_jid)).order_by(returns.c.jid).limit(int(limit))
     )
     return list(conn.execute(query))
 
 
-def latest_return_of_fun(conn, fun):
+def latest_return_of_fun(conn: sa.Connection, fun: str) -> dict:
     """``{minion_id: return}`` of each minion's newest call of ``fun``."""
     newest = (
         sa.select(returns.c.minion_id, sa.func.max(returns.c.jid).label("jid"))
@@ -101,20 +115,20 @@ def latest_return_of_fun(conn, fun):
     return {row.minion_id: row.ret for row in conn.execute(query)}
 
 
-def minion_ids(conn):
+def minion_ids(conn: sa.Connection) -> list[str]:
     query = sa.select(returns.c.minion_id).distinct().order_by(returns.c.minion_id)
     return [row.minion_id for row in conn.execute(query)]
 
 
-def set_endtime(conn, jid, ended_at):
+def set_endtime(conn: sa.Connection, jid: str, ended_at: Optional[datetime.datetime]) -> None:
     conn.execute(sa.update(jobs).where(jobs.c.jid == str(jid)).values(ended_at=ended_at))
 
 
-def get_endtime(conn, jid):
+def get_endtime(conn: sa.Connection, jid: str) -> Optional[datetime.datetime]:
     return conn.execute(sa.select(jobs.c.ended_at).where(jobs.c.jid == str(jid))).scalar()
 
 
-def counts(conn):
+def counts(conn: sa.Connection) -> dict[str, int]:
     """Row counts per table (for ``salt-relay status``)."""
     from salt_engine_lib.store.schema import events
 

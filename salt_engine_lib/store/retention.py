@@ -4,7 +4,10 @@ Each chunk is its own short transaction, so cleanup never holds locks long
 and a cleanup with nothing to delete costs one indexed probe per table.
 """
 
+from __future__ import annotations
+
 import datetime
+from typing import Optional
 
 import sqlalchemy as sa
 
@@ -25,7 +28,9 @@ def _delete_in_chunks(engine, select_keys, delete_for_keys, chunk_size):
             return deleted
 
 
-def purge_jobs(engine, keep_seconds, chunk_size=5000, now=None):
+def purge_jobs(
+    engine: sa.Engine, keep_seconds: Optional[int], chunk_size: int = 5000, now: Optional[datetime.datetime] = None
+) -> dict[str, int]:
     """Delete returns and jobs whose jid is older than ``keep_seconds``."""
     if not keep_seconds:
         return {"jobs": 0, "returns": 0}
@@ -45,7 +50,7 @@ def purge_jobs(engine, keep_seconds, chunk_size=5000, now=None):
     return {"jobs": removed_jobs, "returns": removed_returns}
 
 
-def purge_events(engine, keep_seconds, chunk_size=5000, now=None):
+def purge_events(engine: sa.Engine, keep_seconds: Optional[int], chunk_size: int = 5000, now: Optional[datetime.datetime] = None) -> int:
     if not keep_seconds:
         return 0
     cutoff = (now or jids.utcnow()) - datetime.timedelta(seconds=keep_seconds)

@@ -8,10 +8,40 @@ rows go as one JSON parameter instead (:mod:`json_table`, the same upsert,
 about twice as fast for the worker).
 """
 
+from __future__ import annotations
+
+import typing
+from typing import TYPE_CHECKING, Iterable, Sequence
+
 from sqlalchemy.dialects import mysql, postgresql, sqlite
 
 from salt_engine_lib.errors import BulkPathUnsupported
 from salt_engine_lib.store import json_table, schema
+
+if TYPE_CHECKING:
+    import sqlalchemy as sa
+
+
+class Rows(typing.NamedTuple):
+    """What one or more events become (:func:`records.rows_from_event`): rows per table, ready for :func:`write_rows`."""
+
+    jobs: list
+    returns: list
+    events: list
+    authoritative_returns: tuple = ()  # the job cache's returns: replace bus copies
+    authoritative_jobs: tuple = ()  # publish-time loads (save_load): replace bus copies
+
+    @classmethod
+    def merge(cls, many: Iterable[Rows]) -> Rows:
+        jobs, returns, events, authoritative_returns, authoritative_jobs = [], [], [], [], []
+        for rows in many:
+            jobs += rows.jobs
+            returns += rows.returns
+            events += rows.events
+            authoritative_returns += rows.authoritative_returns
+            authoritative_jobs += rows.authoritative_jobs
+        return cls(jobs, returns, events, authoritative_returns, authoritative_jobs)
+
 
 _CONFLICT_KEYS = {
     schema.jobs.name: ("jid",),
@@ -20,7 +50,7 @@ _CONFLICT_KEYS = {
 }
 
 
-def upsert_statement(conn, table, update_columns=()):
+def upsert_statement(conn: sa.Connection, table: sa.Table, update_columns: Sequence[str] = ()) -> sa.Insert:
     """INSERT that leaves existing rows alone, or refreshes ``update_columns``."""
     keys = _CONFLICT_KEYS[table.name]
     dialect = conn.dialect.name
@@ -41,7 +71,7 @@ def upsert_statement(conn, table, update_columns=()):
     return stmt.on_conflict_do_nothing(index_elements=list(keys))
 
 
-def insert_ignoring_duplicates(conn, table, rows, update_columns=()):
+def insert_ignoring_duplicates(conn: sa.Connection, table: sa.Table, rows: list[dict], update_columns: Sequence[str] = ()) -> int:
     """Write ``rows`` (list of dicts with identical keys); return how many were given."""
     if not rows:
         return 0
@@ -61,7 +91,14 @@ AUTHORITATIVE_RETURN_COLUMNS = ("fun", "ret", "retcode", "success", "document", 
 AUTHORITATIVE_JOB_COLUMNS = ("master_id", "fun", "tgt", "tgt_type", "user", "load", "minions")
 
 
-def write_batch(conn, jobs=(), returns=(), events=(), authoritative_returns=False, authoritative_jobs=False):
+def write_batch(
+    conn: sa.Connection,
+    jobs: Iterable[dict] = (),
+    returns: Iterable[dict] = (),
+    events: Iterable[dict] = (),
+    authoritative_returns: bool = False,
+    authoritative_jobs: bool = False,
+) -> dict[str, int]:
     """Store one batch in the caller's transaction (``engine.begin()``).
 
     Jobs are insert-if-absent: the publish load wins over later return loads
@@ -81,15 +118,17 @@ def write_batch(conn, jobs=(), returns=(), events=(), authoritative_returns=Fals
     }
 
 
-def write_rows(conn, rows):
-    """Store a :class:`records.Rows` in the caller's transaction.
+def write_rows(conn: sa.Connection, rows: Rows) -> dict[str, int]:
+    """Store a :class:`Rows` in the caller's transaction.
 
-    The job cache's returns go last, so they replace a bus copy of the same
-    return written by this very batch.
+    The job cache's returns and publish loads go last, so they replace a bus
+    copy of the same return or job written by this very batch.
     """
     counts = write_batch(conn, rows.jobs, rows.returns, rows.events)
     if rows.authoritative_returns:
         counts["returns"] += write_batch(conn, returns=rows.authoritative_returns, authoritative_returns=True)["returns"]
+    if rows.authoritative_jobs:
+        counts["jobs"] += write_batch(conn, jobs=rows.authoritative_jobs, authoritative_jobs=True)["jobs"]
     return counts
 
 

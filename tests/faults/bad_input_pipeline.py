@@ -17,8 +17,9 @@ from salt_engine_lib.store.schema import events as events_table
 from salt_engine_lib.store.schema import jobs as jobs_table
 from salt_engine_lib.store.schema import returns as returns_table
 from salt_engine_lib.worker import REASON_HEADER
-from tests.pipeline_helpers import WorkerThread, take_all
-from tests.waiting import wait_for
+from tests.pipeline_helpers import WorkerThread
+from tests.support.brokers import take_all
+from tests.support.waiting import wait_for
 
 MASTER = "master-1"
 _jids = itertools.count(1)
@@ -54,23 +55,23 @@ def jids_of(events):
 
 def event_data(store, tag):
     """The ``data`` of every stored event with exactly this tag."""
-    with store.engine.connect() as conn:
+    with store.connect() as conn:
         return [row.data for row in conn.execute(sa.select(events_table.c.data).where(events_table.c.tag == tag))]
 
 
 def return_row(store, jid, minion_id):
-    with store.engine.connect() as conn:
+    with store.connect() as conn:
         return conn.execute(sa.select(returns_table).where(returns_table.c.jid == jid, returns_table.c.minion_id == minion_id)).first()
 
 
 def job_row(store, jid):
-    with store.engine.connect() as conn:
+    with store.connect() as conn:
         return conn.execute(sa.select(jobs_table).where(jobs_table.c.jid == jid)).first()
 
 
 def stored_jobs_and_returns(store, jids):
     """(jobs, returns) stored for these jids."""
-    with store.engine.connect() as conn:
+    with store.connect() as conn:
         jobs = conn.execute(sa.select(sa.func.count()).select_from(jobs_table).where(jobs_table.c.jid.in_(jids))).scalar()
         rets = conn.execute(sa.select(sa.func.count()).select_from(returns_table).where(returns_table.c.jid.in_(jids))).scalar()
     return jobs, rets

@@ -9,17 +9,15 @@ events with no row, doubled = rows beyond one per fired event.
 
 import multiprocessing
 import os
-import pathlib
 import signal
-import subprocess
-import sys
 import time
 
 import sqlalchemy as sa
 
 from salt_engine_lib.store.schema import events, returns
+from tests.support import processes
+from tests.support.salt_daemons import SALT_RELAY  # noqa: F401  (test_fault_suite imports it from here)
 
-SALT_RELAY = str(pathlib.Path(sys.executable).parent / "salt-relay")
 MINIONS = 50
 
 
@@ -28,8 +26,8 @@ def jid_of(scenario, seq):
 
 
 def _send(config_file, scenario, count, rate, results, first_seq=0):
-    import salt.config  # pylint: disable=import-outside-toplevel
-    import salt.utils.event  # pylint: disable=import-outside-toplevel
+    import salt.config
+    import salt.utils.event
 
     opts = salt.config.master_config(config_file)
     fired, failed = 0, 0
@@ -54,7 +52,7 @@ def _send(config_file, scenario, count, rate, results, first_seq=0):
         }
         try:
             ok = bus.fire_event(data, f"salt/job/{jid}/ret/{minion}")
-        except Exception:  # pylint: disable=broad-except  # the master is restarting
+        except Exception:  # the master is restarting
             ok = False
         if ok:
             fired += 1
@@ -95,13 +93,7 @@ class WorkerProcess:
         self.proc = None
 
     def start(self):
-        with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(  # pylint: disable=consider-using-with
-                [SALT_RELAY, "-c", "/nonexistent", "-l", "info", "worker"],
-                env=self.env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
+        self.proc = processes.spawn([SALT_RELAY, "-c", "/nonexistent", "-l", "info", "worker"], self.log_path, env=self.env)
         return self
 
     def kill(self):
@@ -109,20 +101,17 @@ class WorkerProcess:
         self.proc.wait(timeout=30)
 
     def stop(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                return self.proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                return None
-        return self.proc.returncode if self.proc else None
+        """SIGTERM (SIGKILL after 60 s); the exit status, None if it had to be killed."""
+        if self.proc is None:
+            return None
+        killed = processes.stop([(self.proc, "salt-relay worker", 60)])
+        return None if killed else self.proc.returncode
 
 
 def tally(store, scenario, fired):
     """{'stored', 'lost', 'doubled'} for the returns and events of one scenario."""
     low, high = jid_of(scenario, 0), jid_of(scenario, 10**8 - 1)
-    with store.engine.connect() as conn:
+    with store.connect() as conn:
         return_rows = conn.execute(sa.select(sa.func.count()).select_from(returns).where(returns.c.jid.between(low, high))).scalar()
         distinct_returns = conn.execute(
             sa.select(sa.func.count(sa.distinct(returns.c.jid))).where(returns.c.jid.between(low, high))

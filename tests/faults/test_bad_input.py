@@ -22,7 +22,6 @@ The bugs these tests found are fixed; each test is written as the code must beha
 import base64
 import contextlib
 import logging
-import socket
 import uuid
 
 import pytest
@@ -36,10 +35,12 @@ from salt_engine_lib import returner as relay_returner
 from salt_engine_lib.errors import ConfigError, RecordError, StoreError
 from salt_engine_lib.deadletters import DeadLetterFile
 from salt_engine_lib.outbox_drainer import OutboxDrainer
-from salt_engine_lib.spool import SpoolReader
+from salt_engine_lib.journal import JournalReader
 from salt_engine_lib.store import Store, connection, queries
 from salt_engine_lib.worker import REASON_HEADER
-from tests.conftest import check_broker, delete_queues, server_database
+from tests.support.brokers import check_broker, delete_queues
+from tests.support.databases import server_database
+from tests.support.ports import free_port
 from tests.faults.bad_input_pipeline import (
     MASTER,
     Pipeline,
@@ -51,8 +52,9 @@ from tests.faults.bad_input_pipeline import (
     new_tag,
     return_row,
 )
-from tests.pipeline_helpers import WorkerThread, proxied, publish_batches, queue_depth, relay_config, take_all
-from tests.waiting import wait_for
+from tests.pipeline_helpers import WorkerThread, proxied, publish_batches, relay_config
+from tests.support.brokers import queue_depth, take_all
+from tests.support.waiting import wait_for
 from tests.fake_bus import FakeReader, feed
 
 HOSTILE = "'; DROP TABLE returns; --"
@@ -72,13 +74,6 @@ def nested(depth, leaf="bottom"):
     for level in range(depth):
         value = [value] if level % 2 else {"level": level, "child": value}
     return value
-
-
-def free_port():
-    """A port on 127.0.0.1 that nothing listens on (connections are refused)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 # --- the long-lived worker pipeline -----------------------------------------------------------
@@ -471,7 +466,7 @@ def test_engine_drops_non_mapping_data_and_rejects_overlong_ids_keeping_the_rest
     assert forward_all(relay) == []
     stats = relay.stats()
     assert stats["dropped"] == {"malformed": 4}  # Salt's fire_event refuses such data; counted if seen
-    assert stats["rejected"] == 2 and stats["spool_pending_bytes"] == 0
+    assert stats["rejected"] == 2 and stats["journal_pending_bytes"] == 0
     assert "id longer than 255 characters" in caplog.text and "jid longer than 64 characters" in caplog.text
     assert all_stored(sqlite_store, before + after)
 
@@ -487,7 +482,7 @@ def test_engine_survives_lone_surrogates_and_keeps_the_batch(tmp_path, sqlite_st
     stats = relay.stats()
     assert (
         return_row(sqlite_store, jid, "m1") is not None
-        or stats["rejected"] + stats["spool_lost_events"] + sum(stats["dropped"].values()) == 1
+        or stats["rejected"] + stats["journal_lost_events"] + sum(stats["dropped"].values()) == 1
     )
 
 
@@ -622,6 +617,7 @@ def test_event_return_keeps_the_good_events_of_a_batch_with_a_lone_surrogate(loa
 
 
 MINION_OPTS = {"__role": "minion", "id": "m1"}
+MINION_SETTINGS = config.resolve(config.load(), MINION_OPTS)
 
 
 def test_returner_functions_on_each_database(store):
@@ -639,16 +635,16 @@ def test_returner_functions_on_each_database(store):
         "postgresql": {"nul": "UntranslatableCharacter: unsupported Unicode escape sequence"},
         "mysql": {"deep": "CONSTRAINT `returns.ret` failed"},
     }.get(dialect, {})
-    relay_returner.save_load(store, jid, {"fun": "test.echo", "tgt": HOSTILE, "user": TEN_KB}, list(cases))
+    relay_returner.save_load(store, MINION_SETTINGS, jid, {"fun": "test.echo", "tgt": HOSTILE, "user": TEN_KB}, list(cases))
     for minion, value in cases.items():
         ret = {"id": minion, "jid": jid, "fun": "test.echo", "return": value, "retcode": 0}
         if minion in refused:
             with pytest.raises(StoreError, match=f"{refused[minion]}"):
-                relay_returner.returner(store, ret, MINION_OPTS)
+                relay_returner.returner(store, MINION_SETTINGS, ret, MINION_OPTS)
         else:
-            relay_returner.returner(store, ret, MINION_OPTS)
+            relay_returner.returner(store, MINION_SETTINGS, ret, MINION_OPTS)
     with pytest.raises(RecordError, match="id longer than 255 characters"):
-        relay_returner.returner(store, {"id": "m" * 256, "jid": jid, "return": 1}, MINION_OPTS)
+        relay_returner.returner(store, MINION_SETTINGS, {"id": "m" * 256, "jid": jid, "return": 1}, MINION_OPTS)
     got = relay_returner.get_jid(store, jid)
     expected = {m: v for m, v in cases.items() if m not in refused}
     expected["bytes"] = {"__bytes_base64__": base64.b64encode(cases["bytes"]).decode()}
@@ -657,7 +653,7 @@ def test_returner_functions_on_each_database(store):
         assert verbatim(got[minion]["return"], value), minion
     assert relay_returner.get_load(store, jid)["tgt"] == HOSTILE
     tag = f"custom/{HOSTILE}/{jid}"
-    relay_returner.event_return(store, [{"tag": tag, "data": {HOSTILE: [TEN_KB]}}, {"tag": tag + "/2", "data": [HOSTILE]}])
+    relay_returner.event_return(store, MINION_SETTINGS, [{"tag": tag, "data": {HOSTILE: [TEN_KB]}}, {"tag": tag + "/2", "data": [HOSTILE]}])
     assert event_data(store, tag) == [{HOSTILE: [TEN_KB]}] and event_data(store, tag + "/2") == [[HOSTILE]]
 
 
@@ -674,11 +670,13 @@ def test_a_return_the_database_refuses_does_not_block_the_outbox(database_url, t
     stats.parent.mkdir(parents=True)
     stats.write_text("{}")  # a live engine: returns go through the outbox
     bad_jid, good_jid = new_jid(), new_jid()
-    relay_returner.returner(store, {"id": "m1", "jid": bad_jid, "fun": "cmd.run", "return": POISON[dialect]}, opts, MASTER)
-    relay_returner.returner(store, {"id": "m1", "jid": good_jid, "fun": "test.ping", "return": True}, opts, MASTER)
+    settings = config.resolve(config.load(), opts)
+    relay_returner.returner(store, settings, {"id": "m1", "jid": bad_jid, "fun": "cmd.run", "return": POISON[dialect]}, opts)
+    relay_returner.returner(store, settings, {"id": "m1", "jid": good_jid, "fun": "test.ping", "return": True}, opts)
     dead_letters = DeadLetterFile(tmp_path / "dead-letters")
-    journal = forwarder.Forwarder(tmp_path / "journal", forwarder.StoreSink(store, dead_letters), max_bytes=1 << 30)
-    OutboxDrainer(opts, store, journal).drain_once()
+    sink = forwarder.StoreSink(store, dead_letters)
+    journal = forwarder.Forwarder(tmp_path / "journal", sink, max_bytes=1 << 30)
+    OutboxDrainer(opts, journal, sink).drain_once()
     journal.forward_once()
     assert dead_letters.count == 1
     assert relay_returner.get_jid(store, good_jid) == {"m1": {"return": True}}
@@ -749,14 +747,14 @@ def test_unreachable_broker_journals_everything_and_counts_the_failures(scheme, 
         feed(relay, events)
         assert wait_for(lambda: relay.forwarder.failures >= 1, timeout=30)
         stats = relay.stats()
-        assert stats["journaled"] == 30 and stats["forwarded"] == 0 and stats["spool_lost_events"] == 0
-        assert stats["forward_failures"] >= 1 and stats["spool_pending_bytes"] > 0
+        assert stats["journaled"] == 30 and stats["forwarded"] == 0 and stats["journal_lost_events"] == 0
+        assert stats["forward_failures"] >= 1 and stats["journal_pending_bytes"] > 0
         assert "BrokerUnavailable" in stats["last_error"] and str(port) in stats["last_error"]
     finally:
         relay.forwarder.stop(timeout=0.5)
         relay.forwarder.join(timeout=15)
     # Nothing lost: every event is in the journal, in order, for the next engine to forward.
-    bodies, _ = SpoolReader(paths.journal({"cachedir": str(tmp_path)})).read(100)
+    bodies, _ = JournalReader(paths.journal({"cachedir": str(tmp_path)})).read(100)
     assert [event for body in bodies for event in message.decode(body).events] == events
 
 

@@ -7,15 +7,14 @@ engine did not capture must show up as counted disconnects, in its stats and
 its log.
 """
 
-import json
 import pathlib
 
 import pytest
 
 from tests.faults.harness import Sender
-from tests.waiting import wait_for
+from tests.support import engine_stats as engine_stats_file
+from tests.support.waiting import wait_for
 
-from salt_engine_lib import paths
 
 pytestmark = pytest.mark.integration
 
@@ -34,8 +33,7 @@ def small_queue_master(salt_factories, tmp_path_factory):
 
 
 def engine_stats(master):
-    path = paths.engine_stats(master.config)
-    return json.loads(path.read_text()) if path.exists() else {}
+    return engine_stats_file.read(master.config) or {}
 
 
 def test_events_lost_to_a_dropped_subscription_are_counted(small_queue_master):

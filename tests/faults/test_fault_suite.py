@@ -23,10 +23,11 @@ import pytest
 
 from salt_engine_lib import paths
 from salt_engine_lib.store import Store
-from tests.conftest import check_broker, delete_queues, server_database
+from tests.support.brokers import check_broker, delete_queues
+from tests.support.databases import server_database
 from tests.faults.harness import SALT_RELAY, Sender, WorkerProcess, tally
 from tests.pipeline_helpers import proxied
-from tests.waiting import wait_for
+from tests.support.waiting import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.rabbitmq, pytest.mark.mysql]
 
@@ -157,8 +158,8 @@ def test_database_unreachable(master, store, worker, services):
     assert_nothing_lost_or_doubled(run_scenario(f"database down {OUTAGE:.0f} s", 3, master, store, fault))
 
 
-def test_master_restarted_with_a_spooled_backlog(master, store, worker, services):
-    """The engine is stopped with batches in its spool (broker cut); the new engine replays them.
+def test_master_restarted_with_a_journal_backlog(master, store, worker, services):
+    """The engine is stopped with batches in its journal (broker cut); the new engine replays them.
 
     The sender pauses while the master is down: events fired at a master that
     is not running never reach any bus, so they are outside what can be counted.
@@ -167,7 +168,7 @@ def test_master_restarted_with_a_spooled_backlog(master, store, worker, services
     services["broker_proxy"].cut()
     try:
         first = Sender(config_file(master), 4, half, RATE).start().result(timeout=half / RATE + 120)
-        time.sleep(1)  # the last batch leaves the engine's memory for the spool
+        time.sleep(1)  # the last batch leaves the engine's memory for the journal
         master.terminate()
     finally:
         services["broker_proxy"].restore()
@@ -181,7 +182,7 @@ def test_master_restarted_with_a_spooled_backlog(master, store, worker, services
         interval=0.5,
     )
     row = {
-        "scenario": "salt-master restart (spool not empty)",
+        "scenario": "salt-master restart (journal not empty)",
         "fired": fired,
         "not_accepted_by_bus": first["failed"] + second["failed"],
         **(counts or tally(store, 4, fired)),
@@ -191,9 +192,9 @@ def test_master_restarted_with_a_spooled_backlog(master, store, worker, services
     assert_nothing_lost_or_doubled(row)
 
 
-def test_spool_bound_hit_is_counted_and_reported(salt_factories, services, store, worker):
-    """A tiny spool and a broker away: what cannot be kept is counted, logged and shown."""
-    factory = start_master(salt_factories, services["relay"], f"relay-spool-{uuid.uuid4().hex[:6]}", spool_max_bytes=100_000)
+def test_journal_bound_hit_is_counted_and_reported(salt_factories, services, store, worker):
+    """A tiny journal and a broker away: what cannot be kept is counted, logged and shown."""
+    factory = start_master(salt_factories, services["relay"], f"relay-journal-{uuid.uuid4().hex[:6]}", journal_max_bytes=100_000)
     count = min(RETURNS, 5000)
     with factory.started(start_timeout=120):
         services["broker_proxy"].cut()
@@ -201,40 +202,40 @@ def test_spool_bound_hit_is_counted_and_reported(salt_factories, services, store
             sent = Sender(config_file(factory), 5, count, RATE).start().result(timeout=count / RATE + 60)
             stats_file = paths.engine_stats(factory.config)
             stats = wait_for(
-                lambda: (lambda s: s if s.get("accepted", 0) >= sent["fired"] and s["spool_lost_events"] > 0 else None)(
+                lambda: (lambda s: s if s.get("accepted", 0) >= sent["fired"] and s["journal_lost_events"] > 0 else None)(
                     json.loads(stats_file.read_text()) if stats_file.exists() else {}
                 ),
                 timeout=30,
             )
-            assert stats, "the engine did not count the events the full spool could not keep"
+            assert stats, "the engine did not count the events the full journal could not keep"
         finally:
             services["broker_proxy"].restore()
         counts = wait_for(
-            lambda: (lambda t: t if t["events_stored"] + stats["spool_lost_events"] >= sent["fired"] else None)(
+            lambda: (lambda t: t if t["events_stored"] + stats["journal_lost_events"] >= sent["fired"] else None)(
                 tally(store, 5, sent["fired"])
             ),
             timeout=DRAIN_TIMEOUT,
         )
         assert counts, tally(store, 5, sent["fired"])
         # Every event is either stored or counted as lost: nothing vanishes silently.
-        assert counts["events_stored"] + stats["spool_lost_events"] == sent["fired"], (counts, stats)
+        assert counts["events_stored"] + stats["journal_lost_events"] == sent["fired"], (counts, stats)
         assert counts["events_doubled"] == 0
         status = subprocess.run(
             [SALT_RELAY, "-c", factory.config_dir, "status", "--json"], capture_output=True, text=True, timeout=60, check=False
         )
         assert status.returncode == 1, status.stderr  # degraded: events were lost to the bound
         report = json.loads(status.stdout)
-        assert report["state"] == "degraded" and report["events"]["lost_to_spool_bound"] == stats["spool_lost_events"]
-        assert any("lost to the spool bound" in warning for warning in report["warnings"])
+        assert report["state"] == "degraded" and report["events"]["lost_to_journal_bound"] == stats["journal_lost_events"]
+        assert any("lost to the journal bound" in warning for warning in report["warnings"])
         log_text = pathlib.Path(factory.config["log_file"]).read_text(errors="replace")
-        assert "spool is full" in log_text and "LOST" in log_text
+        assert "journal is full" in log_text and "LOST" in log_text
         TABLE.append(
             {
-                "scenario": "spool bound hit (100 kB)",
+                "scenario": "journal bound hit (100 kB)",
                 "fired": sent["fired"],
                 "not_accepted_by_bus": sent["failed"],
                 **counts,
-                "counted_lost": stats["spool_lost_events"],
+                "counted_lost": stats["journal_lost_events"],
                 "drain_seconds": None,
             }
         )

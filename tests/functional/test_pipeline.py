@@ -88,7 +88,7 @@ def test_an_event_the_database_refuses_is_dead_lettered_alone(broker_url, queue_
     assert queue_depth(broker_url, queue_name) == 0
 
 
-def test_engine_spools_while_the_broker_is_cut_off_and_replays_in_order(broker_url, queue_name, sqlite_store, tmp_path):
+def test_engine_journals_while_the_broker_is_cut_off_and_replays_in_order(broker_url, queue_name, sqlite_store, tmp_path):
     proxy, proxied_url = proxied(broker_url)
     cfg = relay_config(proxied_url, queue_name, batch_size=50)
     relay = engine.RelayEngine({"cachedir": str(tmp_path), "id": "master-1"}, cfg, reader=FakeReader())
@@ -99,7 +99,7 @@ def test_engine_spools_while_the_broker_is_cut_off_and_replays_in_order(broker_u
         proxy.cut()
         feed(relay, job_events(100, start=100))
         assert wait_for(lambda: relay.forwarder.failures > 0, timeout=30)
-        assert relay.forwarder.pending_bytes(fresh=True) > 0, "batches must wait in the spool while the broker is away"
+        assert relay.forwarder.pending_bytes(fresh=True) > 0, "batches must wait in the journal while the broker is away"
         assert relay.stats()["last_error"]
         proxy.restore()
         feed(relay, job_events(100, start=200))
@@ -111,8 +111,8 @@ def test_engine_spools_while_the_broker_is_cut_off_and_replays_in_order(broker_u
     with WorkerThread(worker_cfg, sqlite_store):
         assert wait_for(lambda: jobs_and_returns(sqlite_store) == (300, 300), timeout=60)
     assert queue_depth(broker_url, queue_name) == 0
-    # In order: the spooled batches reached the queue before the ones accepted after the outage.
-    with sqlite_store.engine.connect() as conn:
+    # In order: the journaled batches reached the queue before the ones accepted after the outage.
+    with sqlite_store.connect() as conn:
         tags = [row.tag for row in conn.execute(sa.select(events.c.tag).order_by(events.c.id))]
     published = [tag for tag in tags if tag.endswith("/new")]
     assert published == sorted(published) and len(published) == 300

@@ -80,9 +80,9 @@ def test_write_behind_when_the_engine_is_alive(returners):
     from salt_engine_lib.outbox_drainer import OutboxDrainer
     from salt_engine_lib.store import Store
 
-    store = Store(opts["relay"]["database_url"])
-    journal = Forwarder(paths.journal(opts), StoreSink(store), max_bytes=1 << 30)
-    OutboxDrainer(opts, store, journal).drain_once()  # the engine's threads, one step each
+    sink = StoreSink(Store(opts["relay"]["database_url"]))
+    journal = Forwarder(paths.journal(opts), sink, max_bytes=1 << 30)
+    OutboxDrainer(opts, journal, sink).drain_once()  # the engine's threads, one step each
     assert loaded["relay.get_jid"](JID) == {}  # journaled, not yet stored
     journal.forward_once()
     assert loaded["relay.get_jid"](JID) == {"m1": {"return": True, "retcode": 0}}

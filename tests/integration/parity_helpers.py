@@ -14,30 +14,8 @@ import shutil
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from salt_engine_lib.store import Store, connection, queries
-from tests import conftest as dbs
-from tests.waiting import wait_for
-
-# -- databases ----------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def fresh_database(dialect, directory):
-    """URL of a fresh, empty database; dropped afterwards.
-
-    The module-scoped twin of tests/conftest.py's ``database_url`` fixture,
-    built from its helpers: unique names, and an unreachable server skips,
-    or fails under ``CI``.
-    """
-    if dialect == "sqlite":
-        try:
-            yield f"sqlite:///{directory}/{dbs._unique_name()}.db"  # pylint: disable=protected-access
-        finally:
-            connection.dispose_all()
-        return
-    with dbs.server_database(dialect) as url:
-        yield url
-
+from salt_engine_lib.store import Store, queries
+from tests.support.waiting import wait_for
 
 # -- a master with its minions --------------------------------------------------
 

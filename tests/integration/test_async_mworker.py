@@ -9,7 +9,7 @@ import pytest
 
 from salt_engine_lib import saltcompat
 from salt_engine_lib.store import Store, queries
-from tests.waiting import wait_for
+from tests.support.waiting import wait_for
 
 pytestmark = [
     pytest.mark.integration,

@@ -19,9 +19,10 @@ import sqlalchemy as sa
 from salt_engine_lib import paths
 from salt_engine_lib.store import Store, queries
 from salt_engine_lib.store.schema import events, returns
-from tests.conftest import check_broker, delete_queues, server_database
+from tests.support.brokers import check_broker, delete_queues
+from tests.support.databases import server_database
 from tests.pipeline_helpers import worker_process
-from tests.waiting import wait_for
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -76,7 +77,7 @@ def store(setup):
 
 
 def event_tags(store, pattern):
-    with store.engine.connect() as conn:
+    with store.connect() as conn:
         return [row.tag for row in conn.execute(sa.select(events.c.tag).where(events.c.tag.like(pattern)))]
 
 
@@ -103,7 +104,7 @@ def test_jobs_reach_sql_once_through_the_broker(pipeline_master, worker, minion,
         event_tags(store, f"salt/job/{jid}/%"),
         expected,
     )
-    with store.engine.connect() as conn:
+    with store.connect() as conn:
         rows = conn.execute(sa.select(sa.func.count()).select_from(returns).where(returns.c.jid == jid)).scalar()
     assert rows == 1  # job cache and worker wrote the same return: one row
     assert store.read(queries.get_jid, jid)[minion.id]["return"] == "relayed"
@@ -125,7 +126,7 @@ def test_find_job_polling_is_filtered_and_counted(pipeline_master, worker, minio
     )
     assert stats, "saltutil.find_job returns were not counted as filtered"
     # The job cache keeps find_job returns as local_cache does; the bus events are not stored.
-    with store.engine.connect() as conn:
+    with store.connect() as conn:
         stored = conn.execute(sa.select(events.c.data).where(events.c.tag.like("salt/job/%/ret/%"))).scalars().all()
     assert stored and not [data for data in stored if (data or {}).get("fun") == "saltutil.find_job"]
     assert stats["mode"] == "broker"

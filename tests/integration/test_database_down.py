@@ -12,7 +12,7 @@ import pytest
 from salt_engine_lib.store import Store, connection, queries
 from tests.tcp_proxy import TcpProxy
 
-from tests.waiting import wait_for
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 

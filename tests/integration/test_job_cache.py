@@ -9,7 +9,7 @@ from salt_engine_lib import paths
 from salt_engine_lib.store import Store, queries
 from salt_engine_lib.store.schema import events
 
-from tests.waiting import wait_for
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -79,7 +79,7 @@ def test_runner_jobs_are_stored(salt_run_cli, store):
 
 def test_engine_stores_bus_events(store, ping_jid, salt_minion):
     def stored_tags():
-        with store.engine.connect() as conn:
+        with store.connect() as conn:
             return {row.tag for row in conn.execute(sa.select(events.c.tag).where(events.c.tag.like(f"salt/job/{ping_jid}/%")))}
 
     tags = wait_for(lambda: {f"salt/job/{ping_jid}/new", f"salt/job/{ping_jid}/ret/{salt_minion.id}"} <= stored_tags())
@@ -87,7 +87,7 @@ def test_engine_stores_bus_events(store, ping_jid, salt_minion):
 
 
 def _stored_event_tags(store, prefix):
-    with store.engine.connect() as conn:
+    with store.connect() as conn:
         return {row.tag for row in conn.execute(sa.select(events.c.tag).where(events.c.tag.like(f"{prefix}%")))}
 
 

@@ -17,7 +17,8 @@ import pytest
 
 from salt_engine_lib.store import Store, queries
 from tests.integration import parity_helpers as ph
-from tests.waiting import wait_for
+from tests.support import databases as dbs
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -48,8 +49,8 @@ def local_cluster(salt_factories):
 def relay_databases(request, tmp_path_factory):
     """(dialect, the job cache's database URL, the --return_config profile's database URL)."""
     directory = tmp_path_factory.mktemp(f"parity-{request.param}")
-    with ph.fresh_database(request.param, directory) as job_cache_url:
-        with ph.fresh_database(request.param, directory) as profile_url:
+    with dbs.fresh_database(request.param, directory) as job_cache_url:
+        with dbs.fresh_database(request.param, directory) as profile_url:
             yield request.param, job_cache_url, profile_url
 
 

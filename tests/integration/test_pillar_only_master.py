@@ -13,9 +13,10 @@ import pytest
 
 from salt_engine_lib import paths
 from salt_engine_lib.store import Store, queries
-from tests.conftest import check_broker, delete_queues, server_database
+from tests.support.brokers import check_broker, delete_queues
+from tests.support.databases import server_database
 from tests.pipeline_helpers import worker_process
-from tests.waiting import wait_for
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 

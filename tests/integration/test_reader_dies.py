@@ -15,7 +15,7 @@ import sys
 import pytest
 import sqlalchemy as sa
 
-from tests.waiting import wait_for
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 

@@ -23,23 +23,15 @@ import tempfile
 import threading
 import time
 
-import pytest
+
+from tests.support.ports import free_port
+from tests.support.servers import skip_or_fail
 
 START_TIMEOUT = 30
 
 
 def unavailable(what, detail):
-    message = f"{what} cannot run here: {detail}"
-    if os.environ.get("CI"):
-        pytest.fail(message, pytrace=False)
-    pytest.skip(message)
-
-
-def free_port():
-    """A TCP port nothing listens on right now (also the way to get a 'closed port')."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    skip_or_fail(f"{what} cannot run here: {detail}")
 
 
 def _listening(port):

@@ -26,10 +26,12 @@ from salt_engine_lib.errors import BrokerUnavailable, StoreError
 from salt_engine_lib.store import Store, connection, queries
 from salt_engine_lib.urls import mask_url
 from salt_engine_lib.worker import REASON_HEADER
-from tests import conftest as shared
-from tests.pipeline_helpers import WorkerThread, job_events, publish_batches, take_all
+from tests.support import databases as shared
+from tests.support.brokers import check_broker
+from tests.pipeline_helpers import WorkerThread, job_events, publish_batches
+from tests.support.brokers import take_all
 from tests.security import servers
-from tests.waiting import wait_for
+from tests.support.waiting import wait_for
 
 PASSWORD = "S3cr3t-pa55"
 LOGGERS = ("salt_engine_lib", "kombu", "amqp", "redis", "sqlalchemy", "alembic", "pymysql", "psycopg")
@@ -171,7 +173,7 @@ def test_unreachable_broker_errors_hide_the_password(debug_logs, closed_port, ur
 
 @pytest.mark.rabbitmq
 def test_rabbitmq_refusing_the_password_does_not_echo_it(debug_logs):
-    url = shared.check_broker("rabbitmq")
+    url = check_broker("rabbitmq")
     wrong = url.replace("guest:guest@", f"guest:{PASSWORD}@", 1)
     assert wrong != url, f"RELAY_TEST_RABBITMQ_URL {mask_url(url)} has no guest:guest@ to replace"
     cfg = config.load({"broker_url": wrong, "queue": unique_queue()})
@@ -193,9 +195,9 @@ def test_redis_refusing_a_password_does_not_echo_it(debug_logs, password_redis):
 
 
 def store_errors(store):
-    """StoreErrors of the write, read and engine paths; reachable() just answers False."""
+    """StoreErrors of the write, read and schema-check paths; reachable() just answers False."""
     errors = []
-    for call in (lambda: store.write_batch(), lambda: store.read(queries.counts), lambda: store.engine):
+    for call in (lambda: store.write_batch(), lambda: store.read(queries.counts), store.ensure_schema):
         with pytest.raises(StoreError) as caught:
             call()
         errors.append(caught.value)
@@ -228,7 +230,7 @@ def test_unreachable_database_errors_hide_the_password(debug_logs, closed_port, 
 
 @pytest.mark.mysql
 def test_mariadb_refusing_the_password_does_not_echo_it(debug_logs):
-    shared._mysql_admin().close()  # the shared server is up (skip, or fail under CI)
+    shared.mysql_admin().close()  # the shared server is up (skip, or fail under CI)
     store = Store(f"mysql+pymysql://{shared.MYSQL_USER}:{PASSWORD}@{shared.MYSQL_HOST}:{shared.MYSQL_PORT}/mysql")
     errors = store_errors(store)
     assert "Access denied" in str(errors[0])
@@ -237,7 +239,7 @@ def test_mariadb_refusing_the_password_does_not_echo_it(debug_logs):
 
 @pytest.mark.postgresql
 def test_postgresql_refusing_the_login_does_not_echo_the_password(debug_logs):
-    shared._postgresql_admin().close()
+    shared.postgresql_admin().close()
     store = Store(
         f"postgresql+psycopg://no_such_role_{uuid.uuid4().hex[:6]}:{PASSWORD}@{shared.POSTGRESQL_HOST}:{shared.POSTGRESQL_PORT}/postgres"
     )

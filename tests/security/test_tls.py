@@ -33,10 +33,10 @@ from salt_engine_lib import broker, config, message, records
 from salt_engine_lib.errors import BrokerUnavailable, StoreError
 from salt_engine_lib.store import Store, connection, queries
 from salt_engine_lib.urls import mask_url
-from tests.conftest import RABBITMQ_URL, check_broker, delete_queues
+from tests.support.brokers import RABBITMQ_URL, check_broker, delete_queues
 from tests.pipeline_helpers import WorkerThread, job_events, publish_batches
 from tests.security import servers
-from tests.waiting import wait_for
+from tests.support.waiting import wait_for
 
 
 @pytest.fixture(autouse=True)
@@ -86,10 +86,10 @@ def unverified_warnings(caplog, logger):
 def job_rows(count, start=0):
     jobs, returns, events = [], [], []
     for tag, data in job_events(count, start):
-        new_jobs, new_returns, new_events, _ = records.rows_from_event(tag, data, "master-1")
-        jobs += new_jobs
-        returns += new_returns
-        events += new_events
+        rows = records.rows_from_event(tag, data, "master-1")
+        jobs += rows.jobs
+        returns += rows.returns
+        events += rows.events
     return jobs, returns, events
 
 

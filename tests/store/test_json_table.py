@@ -55,7 +55,7 @@ def awkward_rows():
 
 def table_rows(store, table):
     keys = list(table.primary_key.columns) if table is not events else [events.c.content_key]
-    with store.engine.connect() as conn:
+    with store.connect() as conn:
         return [{k: v for k, v in row._mapping.items() if k != "id"} for row in conn.execute(sa.select(table).order_by(*keys))]
 
 
@@ -69,7 +69,7 @@ def test_both_paths_store_identical_rows_and_upserts(two_stores, monkeypatch):
     fast, slow = two_stores
     job_rows, return_rows, event_rows = awkward_rows()
     fast.write_batch(jobs=job_rows, returns=return_rows, events=event_rows)
-    with fast.engine.connect() as conn:
+    with fast.connect() as conn:
         assert json_table.supported(conn)
     monkeypatch.setattr(json_table, "supported", lambda conn: False)
     slow.write_batch(jobs=job_rows, returns=return_rows, events=event_rows)
@@ -104,6 +104,7 @@ def test_a_big_batch_is_split_under_the_packet_limit(two_stores, monkeypatch):
     rows = [records.return_row({"id": f"m{i}", "jid": JID, "fun": "f", "return": "x" * 1000}, "master-1") for i in range(50)]
     columns, documents = json_table.chunks(returns, rows)
     assert len(documents) > 10 and all(len(doc.encode()) <= 4096 + 1200 for doc in documents)
+    store.ensure_schema()
     with store.engine.begin() as conn:
         writes.insert_ignoring_duplicates(conn, returns, rows)
     assert len(table_rows(store, returns)) == 50

@@ -26,7 +26,8 @@ def test_schema_is_created_on_first_use(database_url):
 
 def test_migrations_match_schema_py(store):
     # The frozen migration and schema.py must describe the same tables, columns and indexes.
-    with store.engine.connect() as conn:
+    store.ensure_schema()
+    with store.connect() as conn:
         assert compare_metadata(MigrationContext.configure(conn), metadata) == []
 
 

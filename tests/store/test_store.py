@@ -46,7 +46,7 @@ def write_job(store, jid, fun="test.ping", minions=("m1",), rets=None, now=T_STO
 def table_rows(store, table):
     """Every row of ``table`` as dicts, in primary-key (or content key) order."""
     keys = list(table.primary_key.columns) if table is not events else [events.c.content_key]
-    with store.engine.connect() as conn:
+    with store.connect() as conn:
         return [dict(row._mapping) for row in conn.execute(sa.select(table).order_by(*keys))]
 
 
@@ -274,7 +274,7 @@ def test_list_jobs_pages_newest_first(store):
     assert len(set(flat)) == 25
     first = store.read(queries.list_jobs, limit=10)[0]
     assert first.jid == all_jids[-1] and first.load["jid"] == all_jids[-1]
-    with store.engine.connect() as conn:
+    with store.connect() as conn:
         assert [row.jid for row in queries.iter_all_jobs(conn, page_size=7)] == flat
 
 
@@ -499,7 +499,7 @@ def test_job_pages_use_the_primary_key(store):
             conn.execute(sa.text("ANALYZE TABLE jobs"))
         else:
             conn.execute(sa.text("ANALYZE"))
-    with store.engine.connect() as conn:
+    with store.connect() as conn:
         for before in (None, jids[1500], jids[20]):
             plan = _plan(conn, queries._job_page_query(10, before=before))
             if dialect == "sqlite":

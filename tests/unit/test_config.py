@@ -234,16 +234,32 @@ def test_env_overrides_reads_os_environ(monkeypatch):
     assert config.env_overrides() == {"queue": "from-env"}
 
 
-def test_database_url_and_retention_fallbacks():
+def test_settings_resolve_the_database_url_retention_master_id_and_paths():
     cfg = config.load()
-    assert config.database_url(cfg, {"cachedir": "/var/cache/salt/master"}) == ("sqlite:////var/cache/salt/master/relay/relay.db")
-    assert config.keep_jobs_seconds(cfg, {"keep_jobs_seconds": 3600}) == 3600
-    assert config.keep_events_seconds(cfg, {"keep_jobs_seconds": 3600}) == 3600
-    assert config.keep_jobs_seconds(cfg, {}) == 86400
-    own = config.load(overrides={"keep_jobs_seconds": 60, "keep_events_seconds": 0, "database_url": "sqlite:////x.db"})
-    assert config.keep_jobs_seconds(own, {"keep_jobs_seconds": 3600}) == 60
-    assert config.keep_events_seconds(own, {}) == 0
-    assert config.database_url(own, {"cachedir": "/c"}) == "sqlite:////x.db"
+    master = {"cachedir": "/var/cache/salt/master", "id": "m1", "__role": "master", "keep_jobs_seconds": 3600}
+    settings = config.resolve(cfg, master)
+    assert settings.database_url == "sqlite:////var/cache/salt/master/relay/relay.db"
+    assert (settings.keep_jobs_seconds, settings.keep_events_seconds) == (3600, 3600)
+    assert settings.master_id == "m1" and settings.mode == "embedded" and settings.returns_from_job_cache is False
+    assert str(settings.journal_dir) == "/var/cache/salt/master/relay/journal"
+    assert str(settings.engine_stats_file) == "/var/cache/salt/master/relay/engine-stats.json"
+    assert config.resolve(cfg, {}).keep_jobs_seconds == 86400
+    assert config.resolve(cfg, {"id": "minion-1", "__role": "minion"}).master_id is None
+    assert config.resolve(cfg, dict(master, master_job_cache="relay")).returns_from_job_cache is True
+    own = config.load(overrides={"keep_jobs_seconds": 60, "keep_events_seconds": 0, "database_url": "sqlite:////x.db", "master_id": "ha"})
+    settings = config.resolve(own, master)
+    assert (settings.keep_jobs_seconds, settings.keep_events_seconds) == (60, 0)
+    assert settings.database_url == "sqlite:////x.db" and settings.master_id == "ha"
+
+
+def test_spool_keys_are_accepted_as_the_journal_keys():
+    assert config.load({"spool_dir": "/j", "spool_max_bytes": 5}).journal_dir == "/j"
+    assert config.load({"spool_max_bytes": 5}).journal_max_bytes == 5
+    assert config.load(pillar_block={"spool_max_bytes": 5}, daemon_block={"journal_max_bytes": 7}).journal_max_bytes == 7
+    with pytest.raises(ConfigError, match="relay:spool_max_bytes .* is another name of relay:journal_max_bytes"):
+        config.load({"spool_max_bytes": 5, "journal_max_bytes": 7})
+    with pytest.raises(ConfigError, match="must be a positive integer"):
+        config.load({"spool_max_bytes": -1})
 
 
 def test_mapping_options_come_from_the_environment_as_yaml():

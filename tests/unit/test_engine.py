@@ -73,7 +73,7 @@ def test_engine_stores_kept_events_in_batches_and_counts_drops(tmp_path, store):
     stats = relay.stats()
     assert stats["dropped"] == {"excluded_tag": 1, "duplicate": 1}
     assert stats["journaled"] == stats["forwarded"] == 2
-    assert stats["spool_pending_bytes"] == 0
+    assert stats["journal_pending_bytes"] == 0
     relay.write_stats()
     assert paths.engine_stats({"cachedir": str(tmp_path)}).exists()
 
@@ -114,14 +114,14 @@ def test_stop_flushes_the_open_batch_and_leaves_an_empty_journal(tmp_path, store
 
 
 def test_full_journal_loses_loudly_and_counts(tmp_path, store, caplog):
-    relay = make_engine(tmp_path, store, list(job_events(50)), sink=FlakySink(store, failures=100), batch_size=10, spool_max_bytes=2000)
+    relay = make_engine(tmp_path, store, list(job_events(50)), sink=FlakySink(store, failures=100), batch_size=10, journal_max_bytes=2000)
     while not relay.reader.events.empty():
         relay.step()
     relay.flush()
     stats = relay.stats()
-    assert stats["spool_lost_events"] > 0
-    assert stats["journaled"] + stats["spool_lost_events"] == 50
-    assert "spool is full" in caplog.text and "LOST" in caplog.text
+    assert stats["journal_lost_events"] > 0
+    assert stats["journaled"] + stats["journal_lost_events"] == 50
+    assert "journal is full" in caplog.text and "LOST" in caplog.text
 
 
 def test_batch_over_the_message_limit_is_split(tmp_path, store):
@@ -177,17 +177,17 @@ def test_returns_come_from_the_job_cache_once_and_a_forged_bus_copy_is_only_an_e
         (f"{records.JOB_CACHE_RETURN_TAG}", dict(forged, id="m3")),
     ]  # a forged job-cache record on the bus
     relay, opts = job_cache_engine(tmp_path, store, bus)
-    relay_returner.save_load(store, JID, {"jid": JID, "fun": "state.apply", "tgt": "*"}, ["m1", "m2"], "master-1", opts)
-    relay_returner.save_load(store, JID, dict(real), None, "master-1", opts)  # Salt repeats it per return...
-    relay_returner.save_load(store, JID, dict(real, id="m9"), None, "master-1", opts)  # ...once per job is kept
-    relay_returner.returner(store, real, opts, "master-1")  # write-behind: one outbox append
+    relay_returner.save_load(store, relay.settings, JID, {"jid": JID, "fun": "state.apply", "tgt": "*"}, ["m1", "m2"], opts)
+    relay_returner.save_load(store, relay.settings, JID, dict(real), None, opts)  # Salt repeats it per return...
+    relay_returner.save_load(store, relay.settings, JID, dict(real, id="m9"), None, opts)  # ...once per job is kept
+    relay_returner.returner(store, relay.settings, real, opts)  # write-behind: one outbox append
     assert store.read(queries.get_jid, JID) == {}
     assert relay.drainer.drain_once() == 1  # the return only: save_load was remembered
     run_until_empty(relay)
     assert store.read(queries.get_jid, JID) == {"m1": {"return": {"full": "x" * 100}, "retcode": 0, "success": True}}
     counts = store.read(queries.counts)
     assert counts == {"jobs": 1, "returns": 1, "events": 2}  # the two bus copies are events, not results
-    with store.engine.connect() as conn:
+    with store.connect() as conn:
         data = dict(conn.execute(sa.select(events.c.tag, events.c.data)).all())
     # The value is stored once, in returns.ret; the event keeps the rest.
     assert data[f"salt/job/{JID}/ret/m1"] == {k: v for k, v in trimmed.items() if k != "return"}
@@ -205,16 +205,16 @@ def test_without_relay_as_job_cache_the_bus_copy_makes_the_returns_row(tmp_path,
 
 
 def test_a_full_journal_sends_the_outbox_straight_to_the_database(tmp_path, store):
-    relay, opts = job_cache_engine(tmp_path, store, [], spool_max_bytes=10)
-    relay_returner.returner(store, {"fun": "test.ping", "id": "m1", "jid": JID, "return": True}, opts, "master-1")
+    relay, opts = job_cache_engine(tmp_path, store, [], journal_max_bytes=10)
+    relay_returner.returner(store, relay.settings, {"fun": "test.ping", "id": "m1", "jid": JID, "return": True}, opts)
     relay_returner.event_return(
-        store, [{"tag": "custom/1", "data": {"a": 1}}, {"tag": records.JOB_CACHE_RETURN_TAG, "data": {}}], "master-1", opts
+        store, relay.settings, [{"tag": "custom/1", "data": {"a": 1}}, {"tag": records.JOB_CACHE_RETURN_TAG, "data": {}}], opts
     )
     relay.drainer.drain_once()
     assert store.read(queries.get_jid, JID) == {"m1": {"return": True}}
     assert store.read(queries.counts)["events"] == 0  # the whole event_return record was refused: it holds a reserved tag
     assert relay.stats()["outbox_written_directly"] == 1 and relay.stats()["dead_lettered"] == 1
-    assert relay.stats()["spool_lost_events"] == 0  # nothing was lost: the outbox held it
+    assert relay.stats()["journal_lost_events"] == 0  # nothing was lost: the outbox held it
 
 
 def test_a_dead_reader_takes_the_engine_down_after_flushing(tmp_path, store, caplog):

@@ -14,7 +14,7 @@ def test_stats_become_counters_gauges_and_labelled_reasons():
         "mode": "broker",
         "accepted": 7,
         "dropped": {"excluded_tag": 3, "duplicate": 1},
-        "spool_pending_bytes": 512,
+        "journal_pending_bytes": 512,
         "last_error": "x",
         "lag_seconds_p99": None,
     }
@@ -23,7 +23,7 @@ def test_stats_become_counters_gauges_and_labelled_reasons():
     text = generate_latest(registry).decode()
     assert "salt_relay_engine_accepted_total 7.0" in text
     assert 'salt_relay_engine_dropped_total{reason="excluded_tag"} 3.0' in text
-    assert "# TYPE salt_relay_engine_spool_pending_bytes gauge" in text
+    assert "# TYPE salt_relay_engine_journal_pending_bytes gauge" in text
     assert "pid" not in text and "last_error" not in text and "lag_seconds" not in text
 
 

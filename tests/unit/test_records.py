@@ -6,6 +6,7 @@ import sys
 
 import pytest
 
+from salt_engine_lib.store.writes import Rows
 from salt_engine_lib import jids, records
 from salt_engine_lib.errors import RecordError
 
@@ -264,5 +265,5 @@ def test_bus_copies_of_returns_make_no_returns_row_when_the_job_cache_sends_them
     assert records.rows_from_event(records.JOB_CACHE_LOAD_TAG, load, "master-1").jobs[0]["fun"] == "test.ping"
     with pytest.raises(RecordError, match="unknown job cache record"):
         records.rows_from_event(records.JOB_CACHE_TAG_PREFIX + "other", {}, "master-1")
-    merged = records.Rows.merge([rows, records.rows_from_event(tag, ret, "master-1")])
+    merged = Rows.merge([rows, records.rows_from_event(tag, ret, "master-1")])
     assert (len(merged.returns), len(merged.authoritative_returns), len(merged.events)) == (1, 1, 1)

@@ -20,7 +20,7 @@ def salt_relay(*args):
 @pytest.fixture
 def master_dir(tmp_path):
     (tmp_path / "master").write_text(
-        f"cachedir: {tmp_path / 'cache'}\nrelay:\n  database_url: sqlite:///{tmp_path / 'relay.db'}\n  spool_max_bytes: 1000\n"
+        f"cachedir: {tmp_path / 'cache'}\nrelay:\n  database_url: sqlite:///{tmp_path / 'relay.db'}\n  journal_max_bytes: 1000\n"
     )
     return tmp_path
 
@@ -35,7 +35,7 @@ def write_engine_stats(master_dir, age=0.5, **overrides):
         "dropped": {"duplicate": 15, "excluded_tag": 5},
         "forwarded": 100,
         "rejected": 0,
-        "spool_lost_events": 0,
+        "journal_lost_events": 0,
         "bus_disconnects": 0,
         "reader_overflowed": 0,
         "reader_alive": True,
@@ -99,7 +99,7 @@ def test_silent_engine_and_dead_reader_are_down(master_dir):
 def test_things_that_need_a_person_are_degraded(master_dir):
     write_engine_stats(  # schema empty, journal 90 % full and 120 s behind, events lost, bus drops
         master_dir,
-        spool_lost_events=7,
+        journal_lost_events=7,
         bus_disconnects=2,
         journal={"batches": 3, "bytes": 900, "oldest_created": time.time() - 120, "max_bytes": 1000},
     )

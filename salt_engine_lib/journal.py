@@ -1,11 +1,15 @@
-"""A durable on-disk FIFO of records: many writer processes, one reader.
+"""The journal: a durable on-disk FIFO of byte records, many writer processes, one reader.
 
-Writers (the returner in each MWorker) append length-prefixed msgpack
-frames to a segment file of their own with one ``write()`` each: ~10 us and
-no database round trip on the master's hot path, and a record is on disk
-(in the page cache) before the call returns, so a killed process loses
-nothing it acknowledged. Segments are named ``<pid>-<ns>.open`` while written
-and renamed ``.seg`` when full or old.
+Two journals run on a master, in this one format: the engine's (every batch
+the engine accepted, as a broker message body, until its sink confirmed it:
+:mod:`forwarder`) and the outbox (what the returner hands the engine from
+the MWorkers: :mod:`outbox`).
+
+Writers append length-prefixed frames to a segment file of their own with
+one ``write()`` each: ~10 us and no database round trip on the master's hot
+path, and a record is on disk (in the page cache) before the call returns,
+so a killed process loses nothing it acknowledged. Segments are named
+``<pid>-<ns>.open`` while written and renamed ``.seg`` when full or old.
 
 The reader (a thread of the engine) tails every segment from its last
 offset, hands the records out in batches and, after the caller committed
@@ -15,14 +19,15 @@ records may be delivered twice, never lost; the store's writes are
 idempotent.
 """
 
+from __future__ import annotations
+
 import logging
 import os
 import pathlib
 import struct
 import threading
 import time
-
-import msgpack
+from typing import Optional, Union
 
 log = logging.getLogger(__name__)
 
@@ -31,22 +36,8 @@ OPEN_SUFFIX = ".open"
 SEALED_SUFFIX = ".seg"
 
 
-def _default(value):
-    if isinstance(value, (set, frozenset, tuple)):
-        return list(value)
-    return str(value)
-
-
-def pack(record):
-    return msgpack.packb(record, use_bin_type=True, default=_default, unicode_errors="surrogatepass")
-
-
-def unpack(payload):
-    return msgpack.unpackb(payload, raw=False, strict_map_key=False, unicode_errors="surrogatepass")
-
-
-class SpoolWriter:
-    def __init__(self, directory, max_segment_bytes=4 << 20, max_segment_age=30.0):
+class JournalWriter:
+    def __init__(self, directory: Union[str, pathlib.Path], max_segment_bytes: int = 4 << 20, max_segment_age: float = 30.0) -> None:
         self.directory = pathlib.Path(directory)
         self.max_segment_bytes = max_segment_bytes
         self.max_segment_age = max_segment_age
@@ -57,10 +48,9 @@ class SpoolWriter:
         self._size = 0
         self._opened_at = 0.0
 
-    def append(self, record):
+    def append(self, record: bytes) -> None:
         """Append one record; returns when it is in the file."""
-        frame = pack(record)
-        data = _HEADER.pack(len(frame)) + frame
+        data = _HEADER.pack(len(record)) + record
         with self._lock:
             if self._fd is None or self._pid != os.getpid():
                 self._open_segment()
@@ -84,7 +74,7 @@ class SpoolWriter:
         os.replace(self._path, self._path.with_suffix(SEALED_SUFFIX))
         self._fd = None
 
-    def close(self):
+    def close(self) -> None:
         with self._lock:
             if self._fd is not None and self._pid == os.getpid():
                 self._seal()
@@ -106,19 +96,19 @@ def _writer_alive(path):
     return True
 
 
-class SpoolReader:
-    def __init__(self, directory):
+class JournalReader:
+    def __init__(self, directory: Union[str, pathlib.Path]) -> None:
         self.directory = pathlib.Path(directory)
         self._offsets = {}
 
-    def segments(self):
+    def segments(self) -> list[pathlib.Path]:
         try:
             paths = [p for p in self.directory.iterdir() if p.suffix in (OPEN_SUFFIX, SEALED_SUFFIX)]
         except FileNotFoundError:
             return []
         return sorted(paths, key=lambda p: p.stem.split("-", 1)[-1])
 
-    def pending_bytes(self):
+    def pending_bytes(self) -> int:
         total = 0
         for path in self.segments():
             try:
@@ -127,7 +117,7 @@ class SpoolReader:
                 continue
         return total
 
-    def backlog(self):
+    def backlog(self) -> tuple[int, int, Optional[bytes]]:
         """(records, bytes, first record) not yet committed; walks frame headers only."""
         count, size, first = 0, 0, None
         for path in self.segments():
@@ -150,7 +140,7 @@ class SpoolReader:
                 continue
         return count, size, first
 
-    def read(self, max_records):
+    def read(self, max_records: int) -> tuple[list[bytes], dict[pathlib.Path, int]]:
         """Up to ``max_records`` records and a token for :meth:`commit`."""
         records, positions = [], {}
         for path in self.segments():
@@ -169,19 +159,16 @@ class SpoolReader:
                 end = position + _HEADER.size + length
                 if end > len(data):
                     break  # the writer is mid-append
-                try:
-                    records.append(unpack(data[position + _HEADER.size : end]))
-                except Exception as err:  # pylint: disable=broad-except
-                    log.error("relay spool: undecodable record in %s at %d skipped: %s", path.name, offset + position, err)
+                records.append(data[position + _HEADER.size : end])
                 position = end
             if position < len(data) and len(records) < max_records and path.suffix == OPEN_SUFFIX and not _writer_alive(path):
                 # A writer killed mid-append: its call never returned, the tail was never accepted.
-                log.warning("relay spool: dropping %d bytes of an unfinished record in %s", len(data) - position, path.name)
+                log.warning("relay journal: dropping %d bytes of an unfinished record in %s", len(data) - position, path.name)
                 position = len(data)
             positions[path] = offset + position
         return records, positions
 
-    def commit(self, positions):
+    def commit(self, positions: dict[pathlib.Path, int]) -> None:
         """The records of ``positions`` are stored: forget them, delete finished segments."""
         for path, offset in positions.items():
             self._offsets[path.stem] = offset
