@@ -1,8 +1,9 @@
 """The one retry delay of salt-relay: doubling from FIRST_SECONDS up to MAX_SECONDS.
 
-Every retry loop (the forwarder, the outbox drainer, the worker's reconnects,
-its waits for the database and its retries of a refused batch) waits this
-long, so one knob explains them all.
+Every retry loop (the forwarder, the outbox drainer, the worker's waits for
+the database and its retries of a refused batch) waits this long, so one knob
+explains them all. The worker's broker reconnects are Kombu's own loop, held
+to the same bounds (Kombu steps linearly: FIRST_SECONDS more each time).
 """
 
 from __future__ import annotations

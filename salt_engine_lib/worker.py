@@ -16,6 +16,7 @@ acked or dead-lettered: the worker waits with backoff and retries.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -26,8 +27,7 @@ from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from kombu.mixins import ConsumerProducerMixin
 
-from salt_engine_lib import broker, ingest, message, metrics
-from salt_engine_lib.backoff import Backoff, delay
+from salt_engine_lib import backoff, broker, ingest, message, metrics
 from salt_engine_lib.batching import Batcher
 from salt_engine_lib.errors import DecodeError, StoreError
 from salt_engine_lib.signals import stop_on_signals
@@ -104,6 +104,22 @@ class Worker(ConsumerProducerMixin):
         broker.queue(self.config.dead_letter_queue).bind(channel).declare()
         return [Consumer(queues=[broker.queue(self.queue_name)], on_message=self.batcher.add, prefetch_count=self.prefetch)]
 
+    @contextlib.contextmanager
+    def establish_connection(self):
+        # Kombu's own loop, with salt-relay's bounds (first retry after
+        # backoff.FIRST_SECONDS, never more than backoff.MAX_SECONDS apart)
+        # instead of Kombu's 2 s steps up to 30 s: a broker back from a restart
+        # is consumed again within seconds.
+        with self.create_connection() as conn:
+            conn.ensure_connection(
+                self.on_connection_error,
+                self.connect_max_retries,
+                interval_start=backoff.FIRST_SECONDS,
+                interval_step=backoff.FIRST_SECONDS,
+                interval_max=backoff.MAX_SECONDS,
+            )
+            yield conn
+
     def on_connection_revived(self):
         self._sessions += 1
         if self._sessions > 1:
@@ -155,7 +171,7 @@ class Worker(ConsumerProducerMixin):
         ``worker_max_attempts`` times, then split to find the refused events
         (:func:`ingest.store_isolating`), which are dead-lettered.
         """
-        unreachable, refusals, last_refusal = Backoff(), 0, None
+        unreachable, refusals, last_refusal = backoff.Backoff(), 0, None
         dead_lettered = set()  # ids of events already dead-lettered, if the database goes away mid-split
 
         def refused(event, reason, _error):
@@ -180,7 +196,7 @@ class Worker(ConsumerProducerMixin):
                     refusals, last_refusal = refusals + 1, err
                     if refusals < self.config.worker_max_attempts:
                         self.counts["store_retries"] += 1
-                        self.stopping.wait(delay(refusals))
+                        self.stopping.wait(backoff.delay(refusals))
                     continue
                 self.counts["store_retries"] += 1
                 wait = unreachable.next_delay()
