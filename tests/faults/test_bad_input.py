@@ -391,7 +391,7 @@ def forward_all(relay, tries=5):
         try:
             while relay.forwarder.forward_once():
                 pass
-        except Exception as err:  # pylint: disable=broad-except
+        except Exception as err:
             errors.append(err)
             continue
         break

@@ -28,7 +28,7 @@ def start_worker(tmp_path, broker_url, queue_name, database_url, *args, log_name
         # Redis hands a dead worker's unacked messages to others after this many seconds.
         "SALT_RELAY_BROKER_TRANSPORT_OPTIONS": "{visibility_timeout: 5}",
     }
-    log = open(tmp_path / log_name, "ab")  # pylint: disable=consider-using-with
+    log = open(tmp_path / log_name, "ab")
     return subprocess.Popen(
         [SALT_RELAY, "-c", str(tmp_path), "-l", "info", "worker", *args],
         env=env,
@@ -40,7 +40,7 @@ def start_worker(tmp_path, broker_url, queue_name, database_url, *args, log_name
 def counts(store):
     try:
         found = store.read(queries.counts)
-    except Exception:  # pylint: disable=broad-except  # schema not created yet
+    except Exception:  # schema not created yet
         return (0, 0, 0)
     return found["jobs"], found["returns"], found["events"]
 

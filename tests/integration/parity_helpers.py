@@ -149,7 +149,7 @@ def job_returns(cluster, jid):
     if cluster.kind == "relay":
         return set(cluster.store.read(queries.get_jid, jid))
     # local_cache layout: <cachedir>/jobs/<sha256(jid)[:2]>/<rest>/<minion>/return.p
-    import salt.utils.jid  # pylint: disable=import-outside-toplevel
+    import salt.utils.jid
 
     jid_dir = salt.utils.jid.jid_dir(
         jid, os.path.join(cluster.master.config["cachedir"], "jobs"), cluster.master.config.get("hash_type", "sha256")
@@ -306,7 +306,7 @@ class Normalizer:
         #    (salt.utils.jid.jid_to_time), so it differs exactly as the jid
         #    does. Mapped only when it is that value: a StartTime that is not
         #    derived from the job's jid stays and fails the comparison.
-        import salt.utils.jid  # pylint: disable=import-outside-toplevel
+        import salt.utils.jid
 
         for label, jid in self.jids.items():
             self.names[salt.utils.jid.jid_to_time(jid)] = f"<start:{label}>"

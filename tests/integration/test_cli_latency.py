@@ -60,7 +60,7 @@ class MasterBusRecorder:
         self._sender = None
 
     def __enter__(self):
-        import salt.utils.event  # pylint: disable=import-outside-toplevel
+        import salt.utils.event
 
         self._sender = salt.utils.event.get_master_event(self.opts, self.opts["sock_dir"], listen=False)
         self._thread.start()
@@ -85,7 +85,7 @@ class MasterBusRecorder:
             assert self._stopped.is_set(), "the bus recorder never saw its stop event: it may have missed events"
 
     def _record(self):
-        import salt.utils.event  # pylint: disable=import-outside-toplevel
+        import salt.utils.event
 
         bus = None
         try:
@@ -101,7 +101,7 @@ class MasterBusRecorder:
                     return
                 elif self._ready.is_set():
                     self.events.append((event["tag"], event["data"]))
-        except Exception as err:  # pylint: disable=broad-except  # reported by the test thread
+        except Exception as err:  # reported by the test thread
             self.error = err
         finally:
             if bus is not None:
@@ -135,7 +135,7 @@ def ping_both_minions(cluster):
 
 
 def test_salt_cli_sees_returns_without_find_job(relay_cluster):
-    import salt.version  # pylint: disable=import-outside-toplevel
+    import salt.version
 
     both_true = {relay_cluster.m1: True, relay_cluster.m2: True}
     warm_up = ping_both_minions(relay_cluster)

@@ -129,7 +129,7 @@ def drain(reader, count, prefix, timeout=30):
     while len(tags) < count and time.monotonic() < deadline:
         try:
             tag, _ = reader.events.get(timeout=0.2)
-        except Exception:  # pylint: disable=broad-except  # queue.Empty
+        except Exception:  # queue.Empty
             continue
         if tag.startswith(prefix):
             tags.append(tag)

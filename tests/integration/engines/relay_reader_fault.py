@@ -38,4 +38,4 @@ def start(kill_file, **kwargs):
         return subscription
 
     saltcompat.master_bus_subscription = killable
-    engine.run(__opts__, kwargs, runners=__runners__)  # pylint: disable=undefined-variable
+    engine.run(__opts__, kwargs, runners=__runners__)
