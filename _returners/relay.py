@@ -62,8 +62,8 @@ def _lib():
     return salt_engine_lib.returner
 
 
-def _call(function, *args, ret=None, with_settings=False):
-    """Run a library call with this call's store (and settings); turn its errors into Salt's.
+def _call(function, *args, ret=None):
+    """Run a library call with this call's store and settings; turn its errors into Salt's.
 
     The settings are resolved in here too, so a bad configuration is a
     SaltInvocationError like any other.
@@ -75,10 +75,7 @@ def _call(function, *args, ret=None, with_settings=False):
     lib = _lib()
     try:
         settings = lib.resolve_settings(__opts__, __salt__, ret)
-        store = lib.store_for(settings)
-        if with_settings:
-            return function(store, settings, *args)
-        return function(store, *args)
+        return function(lib.store_for(settings), settings, *args)
     except ConfigError as err:
         raise SaltInvocationError(f"relay returner: bad configuration: {err}") from err
     except RelayError as err:
@@ -92,19 +89,19 @@ def prep_jid(nocache: bool = False, passed_jid: Optional[str] = None) -> str:
 
 
 def save_load(jid: str, load: dict, minions: Optional[list] = None) -> None:
-    _call(_lib().save_load, jid, load, minions, __opts__, with_settings=True)
+    _call(_lib().save_load, jid, load, minions, __opts__)
 
 
-def save_minions(jid: str, minions: Optional[list], syndic_id: Optional[str] = None) -> None:  # noqa: ARG001  # Salt passes the syndic's id; the rows do not keep it
-    _call(_lib().save_minions, jid, minions, with_settings=True)
+def save_minions(jid: str, minions: Optional[list], syndic_id: Optional[str] = None) -> None:
+    _call(_lib().save_minions, jid, minions, syndic_id)
 
 
 def returner(ret: Any) -> None:
-    _call(_lib().returner, ret, __opts__, ret=ret, with_settings=True)
+    _call(_lib().returner, ret, __opts__, ret=ret)
 
 
 def event_return(events: list[dict]) -> None:
-    _call(_lib().event_return, events, __opts__, with_settings=True)
+    _call(_lib().event_return, events, __opts__)
 
 
 def get_load(jid: str) -> dict:
@@ -132,7 +129,7 @@ def get_minions() -> list[str]:
 
 
 def clean_old_jobs() -> None:
-    _call(_lib().clean_old_jobs, with_settings=True)
+    _call(_lib().clean_old_jobs)
 
 
 def update_endtime(jid: str, time: Any) -> None:

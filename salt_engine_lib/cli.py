@@ -21,7 +21,7 @@ from salt_engine_lib import config as relay_config
 from salt_engine_lib import status as status_report
 from salt_engine_lib.errors import RelayError
 from salt_engine_lib.status import Thresholds
-from salt_engine_lib.store import Store, migrate, translate_errors
+from salt_engine_lib.store import Store, migrate, queries, translate_errors
 from salt_engine_lib.urls import mask_url
 
 if TYPE_CHECKING:
@@ -182,11 +182,11 @@ def db_current(obj: Context) -> None:
 @db.command("purge")
 @click.pass_obj
 def db_purge(obj: Context) -> None:
-    """Delete jobs, returns and events older than the retention settings."""
+    """Delete jobs, returns and events older than the retention settings (this master's rows; every row with read_scope all)."""
     with reported_as_click_errors():
         settings = obj.settings
         removed = Store.from_settings(settings).purge(
-            settings.keep_jobs_seconds, settings.keep_events_seconds, settings.config.cleanup_chunk_size
+            settings.keep_jobs_seconds, settings.keep_events_seconds, settings.config.cleanup_chunk_size, queries.Scope.owned_by(settings)
         )
     click.echo(json.dumps(removed))
 

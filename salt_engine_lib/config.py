@@ -139,6 +139,20 @@ def _ssl_options(allowed):
     return check
 
 
+READ_SCOPES = ("master", "cluster", "all")
+
+
+def _one_of(name, choices):
+    def check(key, value):
+        if value is None or value == "":
+            return None
+        if value not in choices:
+            raise ConfigError(f"relay:{key} must be one of {', '.join(choices)}, got {value!r}")
+        return value
+
+    return check
+
+
 def _broker_url(key, value):
     value = _optional_str(key, value)
     if value is not None:
@@ -212,8 +226,13 @@ class RelayConfig:
     worker_prefetch: int = option(8, _positive_int)
     #: Tries a worker gives a message the database refuses before dead-lettering it.
     worker_max_attempts: int = option(5, _positive_int)
-    #: Master id stored with jobs/returns/events; None: the daemon's id.
+    #: Master id stored with jobs/returns/events; None: Salt's ``master_id`` option if set, else the master's id.
+    #: On a minion: whose rows ``read_scope`` master/cluster reads.
     master_id: Optional[str] = option(None, _optional_str)
+    #: Whose jobs ``jobs.*`` and ``ret.*`` see: ``master`` (the jobs this master published),
+    #: ``cluster`` (every job of its master cluster), ``all`` (every job in the store).
+    #: None: ``cluster`` on a master with a ``cluster_id``, else ``master``; ``all`` on a minion.
+    read_scope: Optional[str] = option(None, _one_of("read_scope", READ_SCOPES))
 
     def describe(self) -> dict[str, Any]:
         """A printable dict, with passwords masked."""
@@ -319,6 +338,10 @@ class Settings:
     database_url: str
     #: Stored with every row this daemon writes; None on a minion.
     master_id: Optional[str]
+    #: The job namespace of the rows this daemon writes: its cluster id, else its master id ('' on a minion).
+    namespace: str
+    #: Whose rows this daemon's reads and retention see (:data:`READ_SCOPES`).
+    read_scope: str
     #: Retention (0: keep forever): relay's own settings, else Salt's keep_jobs_seconds.
     keep_jobs_seconds: int
     keep_events_seconds: int
@@ -334,14 +357,33 @@ class Settings:
         return "broker" if self.config.broker_url else "embedded"
 
 
+def _salt_master_id(opts):
+    value = opts.get("master_id")
+    return value if isinstance(value, str) and value else None
+
+
 def resolve(config: RelayConfig, opts: dict[str, Any]) -> Settings:
     """The :class:`Settings` of ``config`` for the daemon whose opts these are."""
     on_master = opts.get("__role", "master") == "master"
     keep_jobs = config.keep_jobs_seconds if config.keep_jobs_seconds is not None else saltcompat.keep_jobs_seconds(opts)
+    if on_master:
+        # Salt's own master_id (a master-of-masters names itself with it in every load) before the id.
+        master_id = config.master_id or _salt_master_id(opts) or opts.get("id")
+        cluster = saltcompat.cluster_id(opts)
+        namespace = cluster or master_id or ""
+        read_scope = config.read_scope or ("cluster" if cluster else "master")
+    else:
+        master_id = None
+        namespace = config.master_id or ""
+        read_scope = config.read_scope or "all"
+        if read_scope != "all" and not config.master_id:
+            raise ConfigError(f"relay:read_scope {read_scope} on a minion needs relay:master_id: the master whose jobs to read")
     return Settings(
         config=config,
         database_url=config.database_url or default_database_url(opts.get("cachedir")),
-        master_id=config.master_id or (opts.get("id") if on_master else None),
+        master_id=master_id,
+        namespace=namespace,
+        read_scope=read_scope,
         keep_jobs_seconds=keep_jobs,
         keep_events_seconds=config.keep_events_seconds if config.keep_events_seconds is not None else keep_jobs,
         returns_from_job_cache=on_master and relay_is_job_cache(opts),

@@ -10,14 +10,17 @@ confirmed. A broker or database outage only grows the journal.
 
 from __future__ import annotations
 
+import datetime
 import json
 import logging
 import os
 import queue
+import socket
 import threading
 import time
 from typing import TYPE_CHECKING, Any, Mapping, Optional, Union
 
+from salt_engine_lib import __version__
 from salt_engine_lib import config as relay_config
 from salt_engine_lib import forwarder, handoff, metrics, paths, records
 from salt_engine_lib.batching import Batcher
@@ -29,6 +32,11 @@ from salt_engine_lib.filters import EventFilter
 from salt_engine_lib.outbox_drainer import OutboxDrainer
 from salt_engine_lib.signals import stop_on_signals
 from salt_engine_lib.store import Store
+
+# How often an engine reports itself into the store (relay_engines), for `salt-relay status`.
+REPORT_SECONDS = 30.0
+# What of its stats an engine's report carries.
+REPORTED_STATS = ("captured", "accepted", "journaled", "forwarded", "rejected", "journal_lost_events", "last_error")
 
 if TYPE_CHECKING:
     from salt_engine_lib.forwarder import BrokerSink, StoreSink
@@ -83,11 +91,14 @@ class RelayEngine:
             max_bytes=config.journal_max_bytes,
             max_message_bytes=config.max_message_bytes,
             returns_from_job_cache=self.settings.returns_from_job_cache,
+            namespace=self.settings.namespace,
         )
         # What the returner handed over (write-behind) joins the journal.
         self.drainer = OutboxDrainer(opts, self.forwarder, self.store_sink, batch_size=config.batch_size)
         self.stopping = threading.Event()
         self._stats_written_at = 0.0
+        self._reported_at = time.monotonic()  # serve_forever reports at once
+        self.reports = 0  # journaled (and counted in "journaled" and "forwarded" like events)
 
     def install_signal_handlers(self) -> None:
         # Salt's own handler os._exit()s the engine: our pending batch would be lost.
@@ -97,6 +108,7 @@ class RelayEngine:
         self.reader.start()
         self.forwarder.start()
         self.drainer.start()
+        self.report()
         metrics.serve(self.config.metrics_port, "engine", self.stats, self.config.metrics_address)
         log.info("relay engine started (%s mode): %s", self.settings.mode, self.config.describe())
         while not self.stopping.is_set():
@@ -150,6 +162,8 @@ class RelayEngine:
             self.flush()
         if time.monotonic() - self._stats_written_at >= paths.HEARTBEAT_SECONDS:
             self.write_stats()
+        if time.monotonic() - self._reported_at >= REPORT_SECONDS:
+            self.report()
 
     def _drain_reader(self):
         self.reader.stop()
@@ -212,7 +226,27 @@ class RelayEngine:
             "outbox_moved": self.drainer.moved,
             "outbox_written_directly": self.drainer.written_directly,
             "outbox_pending_bytes": self.drainer.reader.pending_bytes(),
+            "reports": self.reports,
         }
+
+    def report(self) -> None:
+        """Tell the store this engine is alive, the way its events go (``salt-relay status`` lists every engine)."""
+        self._reported_at = time.monotonic()
+        stats = self.stats()
+        summary = {key: stats[key] for key in REPORTED_STATS}
+        report = {
+            "mode": self.settings.mode,
+            "host": socket.gethostname(),
+            "version": __version__,
+            "reported_at": datetime.datetime.now(datetime.timezone.utc).isoformat(),
+            "stats": summary,
+        }
+        try:
+            self.forwarder.submit([(records.ENGINE_REPORT_TAG, report)], self.settings.master_id)
+        except (JournalFull, OSError) as err:  # a report is not an event: the next one follows
+            log.debug("relay: engine report not journaled: %s", err)
+        else:
+            self.reports += 1
 
     def write_stats(self) -> None:
         self._stats_written_at = time.monotonic()

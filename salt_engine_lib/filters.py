@@ -2,8 +2,8 @@
 
 Order of the rules (first match decides): malformed -> reserved tag ->
 excluded tag -> excluded function -> not included -> repeated within the
-dedup window. Reserved tags (``salt-relay/job-cache/*``) mark the job
-cache's own records in the journal; from the bus they would be forgeries.
+dedup window. Reserved tags (``salt-relay/*``) mark salt-relay's
+own records in the journal; from the bus they would be forgeries.
 Every drop is counted by reason in :attr:`EventFilter.dropped`.
 """
 
@@ -17,7 +17,7 @@ import time
 from typing import TYPE_CHECKING, Any, Callable
 
 from salt_engine_lib import jsonsafe
-from salt_engine_lib.records import JOB_CACHE_TAG_PREFIX, is_minion_return
+from salt_engine_lib.records import RESERVED_TAG_PREFIX, is_minion_return
 
 if TYPE_CHECKING:
     from salt_engine_lib.config import RelayConfig
@@ -54,7 +54,7 @@ class EventFilter:
     def _drop_reason(self, tag, data):
         if not isinstance(tag, str) or not tag or not isinstance(data, dict):
             return "malformed"
-        if tag.startswith(JOB_CACHE_TAG_PREFIX):
+        if tag.startswith(RESERVED_TAG_PREFIX):
             return "reserved_tag"
         if self._exclude is not None and self._exclude.match(tag):
             return "excluded_tag"

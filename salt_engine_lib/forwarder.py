@@ -79,9 +79,7 @@ class StoreSink:
     def send(self, bodies: list[bytes]) -> None:
         events = []
         for body in bodies:
-            batch = message.decode(body)
-            job_returns = not batch.returns_from_job_cache
-            events += [ingest.Event(tag, data, batch.master_id, job_returns) for tag, data in batch.events]
+            events += ingest.events_of(message.decode(body))
         self.write(events)
         self.sent_events += len(events)
 
@@ -97,7 +95,9 @@ class Forwarder(threading.Thread):
     """The journal's writer side (:meth:`submit`) and its forwarding thread.
 
     ``returns_from_job_cache`` is stamped on every message: the master's job
-    cache is relay, so minion returns reach the store through its records.
+    cache is relay, so jobs and returns reach the store through its records.
+    So is ``namespace``, the master's job namespace (its cluster id), where
+    it is not the master id.
     """
 
     def __init__(
@@ -108,9 +108,11 @@ class Forwarder(threading.Thread):
         max_message_bytes: int = 64 << 20,
         idle_seconds: float = 0.5,
         returns_from_job_cache: bool = False,
+        namespace: Optional[str] = None,
     ) -> None:
         super().__init__(name="relay-forwarder", daemon=True)
         self.returns_from_job_cache = returns_from_job_cache
+        self.namespace = namespace
         # The engine loop and the outbox drainer both submit.
         self._submit_lock = threading.Lock()
         self.writer = JournalWriter(directory)
@@ -155,7 +157,7 @@ class Forwarder(threading.Thread):
 
     def _submit(self, events, master_id, keep_on_full):
         try:
-            _, body = message.encode(events, master_id, returns_from_job_cache=self.returns_from_job_cache)
+            _, body = message.encode(events, master_id, returns_from_job_cache=self.returns_from_job_cache, namespace=self.namespace)
         except Exception as err:  # whatever an event holds that cannot be encoded: keep the others
             if len(events) == 1:
                 self.unencodable += 1

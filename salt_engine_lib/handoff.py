@@ -23,7 +23,16 @@ if TYPE_CHECKING:
     from salt_engine_lib.config import RelayConfig
 
 # The keys that decide where and how the job cache stores and cleans up.
-STORE_KEYS = ("database_url", "database_ssl", "master_id", "auto_upgrade", "keep_jobs_seconds", "keep_events_seconds", "cleanup_chunk_size")
+STORE_KEYS = (
+    "database_url",
+    "database_ssl",
+    "master_id",
+    "read_scope",
+    "auto_upgrade",
+    "keep_jobs_seconds",
+    "keep_events_seconds",
+    "cleanup_chunk_size",
+)
 
 
 def write(opts: dict, config: RelayConfig) -> None:

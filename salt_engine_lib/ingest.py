@@ -23,7 +23,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Callable, Iterable, Optional
 
-from salt_engine_lib import records
+from salt_engine_lib import message, records
 from salt_engine_lib.errors import RecordError, StoreError
 from salt_engine_lib.store.writes import Rows
 
@@ -34,15 +34,24 @@ class Event:
 
     tag: str
     data: Any
+    #: The master that captured it.
     master_id: Optional[str] = None
     #: False when the master's job cache is relay: its own records carry every
-    #: minion return, so the bus copy of a return makes an ``events`` row only.
-    job_returns: bool = True
+    #: job and return, so their bus copies make ``events`` rows only.
+    jobs_from_bus: bool = True
     #: Whatever the caller needs back with a refusal (the broker message it came in).
     origin: Any = None
+    #: The capturing master's job namespace (its cluster id or id); None: ``master_id``.
+    namespace: Optional[str] = None
 
 
 Refused = Callable[[Event, str, Exception], None]
+
+
+def events_of(batch: message.Batch, origin: Any = None) -> list[Event]:
+    """The :class:`Event` of each event of a broker message or journaled batch."""
+    jobs_from_bus = not batch.returns_from_job_cache
+    return [Event(tag, data, batch.master_id, jobs_from_bus, origin, batch.namespace) for tag, data in batch.events]
 
 
 def reason_of(error: Exception) -> str:
@@ -59,7 +68,9 @@ def rows_of(events: Iterable[Event]) -> tuple[list[tuple[Event, Rows]], list[tup
     prepared, rejected = [], []
     for event in events:
         try:
-            rows = records.rows_from_event(event.tag, event.data, event.master_id, job_returns=event.job_returns)
+            rows = records.rows_from_event(
+                event.tag, event.data, event.master_id, jobs_from_bus=event.jobs_from_bus, namespace=event.namespace
+            )
         except Exception as err:  # RecordError, or data the code cannot read: refused, never a crash
             rejected.append((event, err))
         else:

@@ -2,15 +2,18 @@
 
 A message body is a msgpack map::
 
-    {"v": 1, "id": "<hex>", "master": "<master id>", "created": <epoch s>,
-     "returns_from_job_cache": <bool, optional>, "events": [[tag, data], ...]}
+    {"v": 1, "id": "<hex>", "master": "<master id>", "namespace": "<job namespace, optional>",
+     "created": <epoch s>, "returns_from_job_cache": <bool, optional>, "events": [[tag, data], ...]}
 
 ``v`` is the schema version; a worker rejects (dead-letters) versions it
 does not know instead of guessing. ``id`` is also the AMQP message id, so a
 dead letter can be traced to the engine log line that sent it.
 ``returns_from_job_cache`` says the master's job cache is relay: its own
 records (tag ``salt-relay/job-cache/return``) carry every minion return, so
-the bus copies of returns make ``events`` rows only. The header comes before
+the bus copies of jobs and returns make ``events`` rows only. ``namespace`` is
+the sending master's job namespace (its cluster id) where it is not its
+master id; a message without it is from a master whose namespace is its
+id. The header comes before
 ``events`` so :func:`peek` reads it without decoding the events.
 """
 
@@ -35,6 +38,7 @@ class Batch:
     created: float
     events: list  # [(tag, data), ...]
     returns_from_job_cache: bool = False
+    namespace: Optional[str] = None  # None: the master id
 
 
 def encode(
@@ -43,6 +47,7 @@ def encode(
     message_id: Optional[str] = None,
     created: Optional[float] = None,
     returns_from_job_cache: bool = False,
+    namespace: Optional[str] = None,
 ) -> tuple[str, bytes]:
     """(message id, body bytes) for a batch of ``(tag, data)`` events."""
     message_id = message_id or uuid.uuid4().hex
@@ -52,6 +57,8 @@ def encode(
         "master": master_id,
         "created": time.time() if created is None else created,
     }
+    if namespace is not None and namespace != master_id:
+        document["namespace"] = namespace
     if returns_from_job_cache:
         document["returns_from_job_cache"] = True
     document["events"] = [[tag, data] for tag, data in events]  # last: see peek()
@@ -88,6 +95,7 @@ def decode(body: Any, max_bytes: Optional[int] = None) -> Batch:
         created=float(created) if isinstance(created, (int, float)) else time.time(),
         events=pairs,
         returns_from_job_cache=document.get("returns_from_job_cache") is True,
+        namespace=document["namespace"] if isinstance(document.get("namespace"), str) else None,
     )
 
 

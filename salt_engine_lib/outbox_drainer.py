@@ -33,7 +33,7 @@ def journal_events_of(item: Any) -> list[tuple[str, Any]]:
             tag = event.get("tag") if isinstance(event, dict) else None
             if not isinstance(tag, str) or not tag:
                 raise RecordError(f"an event_return event needs a tag: {str(event)[:200]!r}")
-            if tag.startswith(records.JOB_CACHE_TAG_PREFIX):
+            if tag.startswith(records.RESERVED_TAG_PREFIX):
                 raise RecordError(f"tag {tag[:200]!r} is reserved for salt-relay's own records")
             events.append((tag, event.get("data")))
         return events
@@ -133,6 +133,7 @@ class OutboxDrainer(threading.Thread):
                 {"jid": item.get("jid"), "load": item.get("load"), "minions": item.get("minions"), "publish": bool(item["publish"])},
                 item.get("m"),
                 origin=item,
+                namespace=self.forwarder.namespace,
             )
             for item in items
         ]
@@ -144,7 +145,11 @@ class OutboxDrainer(threading.Thread):
         return len(refused)
 
     def _store_directly(self, by_master):
-        events = [ingest.Event(tag, data, master_id) for master_id, pairs in by_master.items() for tag, data in pairs]
+        events = [
+            ingest.Event(tag, data, master_id, namespace=self.forwarder.namespace)
+            for master_id, pairs in by_master.items()
+            for tag, data in pairs
+        ]
         self.store_sink.write(events)
         self.written_directly += len(events)
 

@@ -15,7 +15,7 @@ from typing import Any, Iterable, Optional
 from salt_engine_lib import jsonsafe
 from salt_engine_lib.jids import jid_time, parse_stamp, utcnow
 from salt_engine_lib.errors import RecordError
-from salt_engine_lib.store.schema import FUN_LENGTH, JID_LENGTH, MINION_ID_LENGTH
+from salt_engine_lib.store.schema import FUN_LENGTH, JID_LENGTH, MINION_ID_LENGTH, NAMESPACE_LENGTH
 from salt_engine_lib.store.writes import Rows
 
 if typing.TYPE_CHECKING:
@@ -25,13 +25,18 @@ if typing.TYPE_CHECKING:
 _RETURN_VALUE_KEY = "return"
 
 
-# The returner's records travel through the engine's journal as events with
-# these tags (the engine refuses them from the bus, so a minion cannot forge
-# one). The job cache's own return is authoritative: it replaces a row built
-# from a bus copy, whose big values Salt may have trimmed.
-JOB_CACHE_TAG_PREFIX = "salt-relay/job-cache/"
+# salt-relay's own records travel through the engine's journal as events
+# with tags under this prefix (the engine refuses them from the bus, so a
+# minion cannot forge one). The job cache's own return is authoritative: it
+# replaces a row built from a bus copy, whose big values Salt may have trimmed.
+RESERVED_TAG_PREFIX = "salt-relay/"
+JOB_CACHE_TAG_PREFIX = RESERVED_TAG_PREFIX + "job-cache/"
 JOB_CACHE_RETURN_TAG = JOB_CACHE_TAG_PREFIX + "return"
 JOB_CACHE_LOAD_TAG = JOB_CACHE_TAG_PREFIX + "load"
+#: save_minions: the minions a syndic reports for a job.
+JOB_CACHE_MINIONS_TAG = JOB_CACHE_TAG_PREFIX + "minions"
+#: An engine's periodic report of itself (the ``relay_engines`` row).
+ENGINE_REPORT_TAG = RESERVED_TAG_PREFIX + "engine/report"
 
 
 def _checked_key(name, value, max_length):
@@ -62,18 +67,40 @@ def _fun_label(fun):
     return _label(fun, FUN_LENGTH)
 
 
+def namespace_of(document: Any, namespace: Optional[str]) -> str:
+    """The job namespace of a job's or return's rows.
+
+    A job published by a master-of-masters that sets Salt's ``master_id``
+    option carries that id in its load and in every return (Salt copies it
+    down through syndics): its rows belong to that master wherever they were
+    captured, so a syndic node's own master stores them once with the top's.
+    Anything else belongs to the namespace of the master that captured it
+    (its cluster id or its id; ``''`` for rows a minion wrote).
+    """
+    return _label(_published_by(document) or namespace or "", NAMESPACE_LENGTH)
+
+
+def _published_by(document):
+    """Salt's ``master_id`` in a load or return: the master-of-masters that published the job, if it names itself."""
+    published_by = document.get("master_id") if isinstance(document, dict) else None
+    return published_by if isinstance(published_by, str) and published_by else None
+
+
 def job_row(
     jid: Any,
     load: Optional[dict],
     minions: Optional[Iterable] = None,
     master_id: Optional[str] = None,
     now: Optional[datetime.datetime] = None,
+    namespace: Optional[str] = None,
 ) -> dict:
     load = dict(load or {})
     tgt = load.get("tgt")
     return {
         "jid": _checked_key("jid", jid, JID_LENGTH),
-        "master_id": _label(master_id or load.get("master_id"), MINION_ID_LENGTH),
+        "namespace": namespace_of(load, namespace if namespace is not None else master_id),
+        # The publisher: a master-of-masters named in the load, else the capturing master.
+        "master_id": _label(_published_by(load) or master_id, MINION_ID_LENGTH),
         "fun": _fun_label(load.get("fun")),
         # list targets (-L) arrive as lists
         "tgt": _label(tgt if tgt is None or isinstance(tgt, str) else jsonsafe.dumps(tgt), None),
@@ -118,13 +145,14 @@ def _int_or_none(value):
         return None
 
 
-def return_row(ret: Any, master_id: Optional[str] = None, now: Optional[datetime.datetime] = None) -> dict:
+def return_row(ret: Any, master_id: Optional[str] = None, now: Optional[datetime.datetime] = None, namespace: Optional[str] = None) -> dict:
     if not isinstance(ret, dict):
         raise RecordError(f"a return must be a mapping, got {type(ret).__name__}")
     retcode, success = _derive_outcome(ret)
     document = {k: v for k, v in ret.items() if k != _RETURN_VALUE_KEY}
     return {
         "jid": _checked_key("jid", ret.get("jid"), JID_LENGTH),
+        "namespace": namespace_of(ret, namespace if namespace is not None else master_id),
         "minion_id": _checked_key("id", ret.get("id"), MINION_ID_LENGTH),
         "master_id": _label(master_id or ret.get("master_id"), MINION_ID_LENGTH),
         "fun": _fun_label(ret.get("fun")),
@@ -137,16 +165,18 @@ def return_row(ret: Any, master_id: Optional[str] = None, now: Optional[datetime
     }
 
 
-def content_key(tag: str, data: Any, master_id: Optional[str] = None) -> str:
-    """Identity of an event: the same event redelivered gives the same key."""
+def content_key(tag: str, data: Any, namespace: Optional[str] = None) -> str:
+    """Identity of an event: the same event redelivered, or captured by two masters of one cluster, gives the same key."""
     digest = hashlib.sha256()
-    for part in (master_id or "", tag, jsonsafe.canonical_dumps(data)):
+    for part in (namespace or "", tag, jsonsafe.canonical_dumps(data)):
         digest.update(str(part).encode("utf-8", "surrogatepass"))
         digest.update(b"\0")
     return digest.hexdigest()
 
 
-def event_row(tag: Any, data: Any, master_id: Optional[str] = None, now: Optional[datetime.datetime] = None) -> dict:
+def event_row(
+    tag: Any, data: Any, master_id: Optional[str] = None, now: Optional[datetime.datetime] = None, namespace: Optional[str] = None
+) -> dict:
     if not isinstance(tag, str) or not tag:
         raise RecordError("an event needs a non-empty string tag")
     if not tag.isascii():
@@ -156,10 +186,12 @@ def event_row(tag: Any, data: Any, master_id: Optional[str] = None, now: Optiona
             raise RecordError(f"tag is not valid UTF-8: {tag[:60]!r}") from None
     now = now or utcnow()
     stamp = parse_stamp(data.get("_stamp")) if isinstance(data, dict) else None
+    namespace = _label(namespace if namespace is not None else master_id or "", NAMESPACE_LENGTH)
     return {
-        "content_key": content_key(tag, data, master_id),
+        "content_key": content_key(tag, data, namespace),
         "tag": tag,
         "data": data,
+        "namespace": namespace,
         "master_id": _label(master_id, MINION_ID_LENGTH),
         "stamp": stamp or now,
         "stored_at": now,
@@ -190,47 +222,88 @@ def _tag_parts(tag):
 
 
 def rows_from_event(
-    tag: str, data: Any, master_id: Optional[str] = None, now: Optional[datetime.datetime] = None, job_returns: bool = True
+    tag: str,
+    data: Any,
+    master_id: Optional[str] = None,
+    now: Optional[datetime.datetime] = None,
+    jobs_from_bus: bool = True,
+    namespace: Optional[str] = None,
 ) -> Rows:
     """The :class:`Rows` one journaled event yields.
 
     Every kept bus event goes to ``events``; job publishes also make a
     ``jobs`` row, minion and runner returns a ``returns`` row shaped like the
     one the job cache writes for the same return, so both collapse into one
-    row. ``job_returns=False`` (the master's job cache is relay, so its own
-    records carry every return) skips the returns row of a minion return's
-    bus copy: the return is written once, and a return event a minion forged
-    on the bus never becomes a job result.
+    row. ``jobs_from_bus=False`` (the master's job cache is relay, so its own
+    records carry every job and every return) skips the job row of a
+    ``salt/job/<jid>/new`` and the return row of a minion return's bus copy:
+    each is written once, from the job cache, in the namespace its load
+    names, and a return event a minion forged on the bus never becomes a job
+    result. ``namespace`` is the capturing master's (default: ``master_id``).
     """
     now = now or utcnow()
-    if tag.startswith(JOB_CACHE_TAG_PREFIX):
-        return _job_cache_rows(tag, data, master_id, now)
+    namespace = namespace if namespace is not None else master_id or ""
+    if tag.startswith(RESERVED_TAG_PREFIX):
+        return _own_record_rows(tag, data, master_id, namespace, now)
     jobs, returns = [], []
     parts = _tag_parts(tag)
     if len(parts) >= 4 and parts[0] == "salt" and isinstance(data, dict):
         kind, jid, action = parts[1], parts[2], parts[3]
-        if kind == "job" and action == "new":
-            jobs.append(job_row(jid, data, data.get("minions"), master_id, now))
-        elif kind == "job" and action == "ret" and len(parts) >= 5 and job_returns:
-            returns.append(return_row(data, master_id, now))
+        if kind == "job" and action == "new" and jobs_from_bus:
+            jobs.append(job_row(jid, data, data.get("minions"), master_id, now, namespace))
+        elif kind == "job" and action == "ret" and len(parts) >= 5 and jobs_from_bus:
+            returns.append(return_row(data, master_id, now, namespace))
         elif kind == "run" and action == "ret" and master_id:
             # Shaped as Salt's store_job writes a finished runner job to the job
             # cache (salt/utils/job.py), so either copy makes the same rows. No
             # row at salt/run/*/new: the job cache has none until the runner ends.
             runner_load = {"id": master_id, "tgt": master_id, "jid": jid, "return": data, "fun": data.get("fun"), "user": data.get("user")}
-            jobs.append(job_row(jid, runner_load, None, master_id, now))
-            returns.append(return_row(runner_load, master_id, now))
-    return Rows(jobs, returns, [event_row(tag, data, master_id, now)])
+            jobs.append(job_row(jid, runner_load, None, master_id, now, namespace))
+            returns.append(return_row(runner_load, master_id, now, namespace))
+    return Rows(jobs, returns, [event_row(tag, data, master_id, now, namespace)])
 
 
-def _job_cache_rows(tag, data, master_id, now):
+def _own_record_rows(tag, data, master_id, namespace, now):
     if not isinstance(data, dict):
         raise RecordError(f"{tag} record must be a mapping, got {type(data).__name__}")
     if tag == JOB_CACHE_RETURN_TAG:
-        return Rows([], [], [], [return_row(data, master_id, now)])
+        return Rows([], [], [], [return_row(data, master_id, now, namespace)])
     if tag == JOB_CACHE_LOAD_TAG:
-        row = job_row(data.get("jid"), data.get("load"), data.get("minions"), master_id, now)
-        if data.get("publish"):  # the publish-time save_load: the job's record
+        row = job_row(data.get("jid"), data.get("load"), data.get("minions"), master_id, now, namespace)
+        if data.get("publish") and row["namespace"] == namespace:
+            # The publish-time save_load: the job's record. A job that came down
+            # from a master-of-masters keeps the record that master published.
             return Rows([], [], [], (), [row])
         return Rows([row], [], [])
-    raise RecordError(f"unknown job cache record {tag!r}")
+    if tag == JOB_CACHE_MINIONS_TAG:
+        # save_minions (a syndic's minions of a job): the job row if the load has
+        # not arrived yet, and one job_minions row per minion, unioned.
+        row = job_row(data.get("jid"), {"jid": data.get("jid")}, None, master_id, now, namespace)
+        syndic = _label(data.get("syndic_id"), MINION_ID_LENGTH)
+        minions = [
+            {
+                "jid": row["jid"],
+                "namespace": row["namespace"],
+                "minion_id": _checked_key("minion id", minion, MINION_ID_LENGTH),
+                "syndic_id": syndic,
+                "stored_at": now,
+            }
+            for minion in data.get("minions") or ()
+        ]
+        return Rows([row], [], [], job_minions=minions)
+    if tag == ENGINE_REPORT_TAG:
+        return Rows([], [], [], engines=[engine_row(data, master_id, namespace, now)])
+    raise RecordError(f"unknown salt-relay record {tag!r}")
+
+
+def engine_row(report: dict, master_id: Optional[str], namespace: str, now: datetime.datetime) -> dict:
+    """The ``relay_engines`` row of an engine's periodic report (:data:`ENGINE_REPORT_TAG`)."""
+    return {
+        "master_id": _checked_key("master id", master_id, MINION_ID_LENGTH),
+        "namespace": _label(namespace, NAMESPACE_LENGTH),
+        "mode": _label(report.get("mode") or "unknown", 32),
+        "host": _label(report.get("host"), 255),
+        "version": _label(report.get("version"), 64),
+        "stats": report.get("stats"),
+        "reported_at": parse_stamp(report.get("reported_at")) or now,
+    }

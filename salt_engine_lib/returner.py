@@ -98,6 +98,11 @@ def _on_master(opts):
     return opts.get("__role") == "master"
 
 
+def _event(settings, tag, data, jobs_from_bus=True):
+    """An :class:`ingest.Event` this daemon stores itself."""
+    return ingest.Event(tag, data, settings.master_id, jobs_from_bus, namespace=settings.namespace)
+
+
 def _store_now(store, events):
     """Store ``events`` at once (no engine to carry them); what cannot be stored raises to Salt."""
     ingest.store_events(store, events, ingest.raise_refusal)
@@ -132,7 +137,7 @@ def save_load(
     # a row the engine may have written from the bus event first.
     record = {"jid": jid, "load": load, "minions": minions, "publish": "return" not in load}
     try:
-        _store_now(store, [ingest.Event(records.JOB_CACHE_LOAD_TAG, record, master)])
+        _store_now(store, [_event(settings, records.JOB_CACHE_LOAD_TAG, record)])
     except StoreError as err:
         if opts is None or not _on_master(opts):
             raise
@@ -143,12 +148,14 @@ def save_load(
         outbox.for_opts(opts).note_job(jid)
 
 
-def save_minions(store: Store, settings: relay_config.Settings, jid: str, minions: Optional[list]) -> None:
-    # Only syndics/cluster peers call this, always after save_load; a job row
-    # is created if the load has not arrived yet, with the minions known.
-    _store_now(
-        store, [ingest.Event(records.JOB_CACHE_LOAD_TAG, {"jid": jid, "load": {"jid": jid}, "minions": minions}, settings.master_id)]
-    )
+def save_minions(store: Store, settings: relay_config.Settings, jid: str, minions: Optional[list], syndic_id: Optional[str] = None) -> None:
+    """The minions a syndic reports for a job, added to its minion list (several syndics: the union).
+
+    A master-of-masters calls it for every syndic, after save_load; the job
+    row is created if the load has not arrived yet.
+    """
+    record = {"jid": jid, "minions": list(minions or ()), "syndic_id": syndic_id}
+    _store_now(store, [_event(settings, records.JOB_CACHE_MINIONS_TAG, record)])
 
 
 def returner(store: Store, settings: relay_config.Settings, ret: Any, opts: dict) -> None:
@@ -163,7 +170,7 @@ def returner(store: Store, settings: relay_config.Settings, ret: Any, opts: dict
             # The master's hot path: one append, the engine stores it in a batch.
             box.put_return(ret, settings.master_id)
             return
-    _store_now(store, [ingest.Event(records.JOB_CACHE_RETURN_TAG, ret, settings.master_id)])
+    _store_now(store, [_event(settings, records.JOB_CACHE_RETURN_TAG, ret)])
 
 
 def event_return(store: Store, settings: relay_config.Settings, events: list[dict], opts: Optional[dict] = None) -> None:
@@ -198,32 +205,36 @@ def _store_events(store, settings, events):
     relay_events = []
     for event in events:
         try:
-            relay_events.append(ingest.Event(event["tag"], event.get("data"), settings.master_id, not settings.returns_from_job_cache))
+            relay_events.append(_event(settings, event["tag"], event.get("data"), not settings.returns_from_job_cache))
         except (KeyError, TypeError, AttributeError) as err:
             log.error("relay event_return: skipping malformed event: %s: %s", type(err).__name__, err)
     ingest.store_events(store, relay_events, skipped)
 
 
-def update_endtime(store: Store, jid: str, time: Any) -> None:
+def update_endtime(store: Store, settings: relay_config.Settings, jid: str, time: Any) -> None:
     import salt.utils.jid  # here: Salt's loader has imported it already when it calls us
 
     ended = _parse_jid_time(time) or jids.jid_time(salt.utils.jid.gen_jid({}))
-    store.write(queries.set_endtime, jid, ended)
+    store.write(queries.set_endtime, jid, ended, settings.namespace)
 
 
 def clean_old_jobs(store: Store, settings: relay_config.Settings) -> dict[str, int]:
-    removed = store.purge(settings.keep_jobs_seconds, settings.keep_events_seconds, settings.config.cleanup_chunk_size)
+    """Retention on the rows this master owns (its namespace), or on every row with ``read_scope: all``."""
+    removed = store.purge(
+        settings.keep_jobs_seconds, settings.keep_events_seconds, settings.config.cleanup_chunk_size, queries.Scope.owned_by(settings)
+    )
     if any(removed.values()):
         log.info("relay: removed old rows %s", removed)
     return removed
 
 
 # -- reads --------------------------------------------------------------------
+# Each read sees the rows of relay:read_scope (queries.Scope).
 
 
-def get_load(store: Store, jid: str, opts: Optional[dict] = None) -> dict:
+def get_load(store: Store, settings: relay_config.Settings, jid: str, opts: Optional[dict] = None) -> dict:
     try:
-        load = store.read(queries.get_load, jid)
+        load = store.read(queries.get_load, jid, queries.Scope.of(settings))
     except StoreError:
         kept = outbox.pending_load(opts, jid) if opts is not None else None
         if kept is None:
@@ -234,37 +245,42 @@ def get_load(store: Store, jid: str, opts: Optional[dict] = None) -> dict:
     return load
 
 
-def get_jid(store: Store, jid: str) -> dict:
-    return store.read(queries.get_jid, jid)
+def get_jid(store: Store, settings: relay_config.Settings, jid: str) -> dict:
+    return store.read(queries.get_jid, jid, queries.Scope.of(settings))
 
 
-def get_fun(store: Store, fun: str) -> dict:
-    return store.read(queries.latest_return_of_fun, fun)
+def get_fun(store: Store, settings: relay_config.Settings, fun: str) -> dict:
+    return store.read(queries.latest_return_of_fun, fun, queries.Scope.of(settings))
 
 
-def get_minions(store: Store) -> list[str]:
-    return store.read(queries.minion_ids)
+def get_minions(store: Store, settings: relay_config.Settings) -> list[str]:
+    return store.read(queries.minion_ids, queries.Scope.of(settings))
 
 
-def get_jids(store: Store) -> dict[str, dict]:
+def get_jids(store: Store, settings: relay_config.Settings) -> dict[str, dict]:
     import salt.utils.jid  # here: Salt's loader has imported it already when it calls us
 
+    scope = queries.Scope.of(settings)
+
     def every_job(conn):
-        return {row.jid: _with_endtime(salt.utils.jid.format_jid_instance(row.jid, row.load), row) for row in queries.iter_all_jobs(conn)}
+        return {
+            row.jid: _with_endtime(salt.utils.jid.format_jid_instance(row.jid, row.load), row)
+            for row in queries.iter_all_jobs(conn, scope=scope)
+        }
 
     return store.read(every_job)
 
 
-def get_jids_filter(store: Store, count: int, filter_find_job: bool = True) -> list[dict]:
+def get_jids_filter(store: Store, settings: relay_config.Settings, count: int, filter_find_job: bool = True) -> list[dict]:
     import salt.utils.jid  # here: Salt's loader has imported it already when it calls us
 
     exclude = (FIND_JOB,) if filter_find_job else ()
-    rows = store.read(queries.list_jobs, limit=count, exclude_funs=exclude)
+    rows = store.read(queries.list_jobs, limit=count, exclude_funs=exclude, scope=queries.Scope.of(settings))
     return [_with_endtime(salt.utils.jid.format_jid_instance_ext(row.jid, row.load), row) for row in reversed(rows)]
 
 
-def get_endtime(store: Store, jid: str) -> Union[str, bool]:
-    ended = store.read(queries.get_endtime, jid)
+def get_endtime(store: Store, settings: relay_config.Settings, jid: str) -> Union[str, bool]:
+    ended = store.read(queries.get_endtime, jid, queries.Scope.of(settings))
     return _format_time(ended) if ended else False
 
 

@@ -92,7 +92,7 @@ from __future__ import annotations
 import inspect
 import logging
 import threading
-from typing import Any, Awaitable, Callable
+from typing import Any, Awaitable, Callable, Optional
 
 # Salt is imported inside the functions that use it: some of its modules exist
 # on some releases only (salt.ext.tornado on 3006), and importing this module
@@ -433,3 +433,12 @@ async def close_request_channel(channel: Any) -> None:
         await close_async()  # 3008
     else:
         channel.close()  # 3007
+
+
+# -- difference 9: the master cluster ------------------------------------------
+
+
+def cluster_id(opts: dict) -> Optional[str]:
+    """The master cluster this master belongs to (3007+ ``cluster_id``); None outside a cluster and on 3006."""
+    value = opts.get("cluster_id")
+    return value if isinstance(value, str) and value else None

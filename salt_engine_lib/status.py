@@ -11,14 +11,16 @@ JSON document, ``schema_version`` 1 (keys are stable; new keys may appear)::
     warnings [text], checked_at (epoch s), mode ("embedded" | "broker"),
     engine   {state ("up" | "down"), reported, pid, mode, seconds_since_report, capture ("up" | "down" | "unknown"),
              capture_failure (why the reader stopped, or null), stats_file}
-    events   {captured, kept, filtered, filtered_by_reason {reason: n}, stored, published, job_cache_records,
+    events   {captured, kept, filtered, filtered_by_reason {reason: n}, stored, published, job_cache_records, engine_reports,
               lost_to_journal_bound, lost_to_spool_bound (its earlier name, same value), bus_drops, reader_overflowed}
     journal  {batches, bytes, max_bytes, used_percent, lag_seconds, directory}
     outbox   {bytes, directory}
     dead_letters {on_disk, directory, in_queue}
     broker   {url, reachable, error, queues {name: {messages, consumers}}}   (null when embedded)
     database {url, reachable, error, schema_revision, code_revision, schema_current,
-              rows {jobs, returns, events}}
+              rows {jobs, returns, events},
+              engines [{master_id, namespace, mode, host, version, seconds_since_report, stats}]
+                      (every engine writing into this store, from its last report; null before schema 0002)}
 """
 
 from __future__ import annotations
@@ -95,8 +97,10 @@ def gather(settings: relay_config.Settings, raw_engine: Callable[[], sa.Engine],
         # Embedded: the engine itself stores; broker: it publishes and workers store.
         "stored": stats.get("forwarded", 0) - stats.get("rejected", 0) if embedded else None,
         "published": None if embedded else stats.get("forwarded", 0),
-        # Stored/published counts include the job cache's records (returns, loads) the engine carried.
+        # Stored/published counts include the job cache's records (returns, loads) the engine carried,
+        # and its own reports (relay_engines).
         "job_cache_records": stats.get("outbox_moved", 0),
+        "engine_reports": stats.get("reports", 0),
         "lost_to_journal_bound": stats.get("journal_lost_events", 0),
         "lost_to_spool_bound": stats.get("journal_lost_events", 0),
         "bus_drops": stats.get("bus_disconnects", 0),
@@ -121,7 +125,7 @@ def gather(settings: relay_config.Settings, raw_engine: Callable[[], sa.Engine],
         "in_queue": None,
     }
     report["broker"] = _broker(config, report) if config.broker_url else None
-    report["database"] = _database(settings.database_url, raw_engine)
+    report["database"] = _database(settings.database_url, raw_engine, report["checked_at"])
     return report
 
 
@@ -138,7 +142,20 @@ def _broker(config, report):
     return found
 
 
-def _database(database_url, raw_engine):
+def _engine_entry(row, now):
+    reported = row.reported_at.replace(tzinfo=datetime.timezone.utc).timestamp()
+    return {
+        "master_id": row.master_id,
+        "namespace": row.namespace,
+        "mode": row.mode,
+        "host": row.host,
+        "version": row.version,
+        "seconds_since_report": max(0.0, now - reported),
+        "stats": row.stats,
+    }
+
+
+def _database(database_url, raw_engine, now):
     from salt_engine_lib.store import migrate, queries, translate_errors  # here: SQLAlchemy only when a report is made
 
     found = {
@@ -149,6 +166,7 @@ def _database(database_url, raw_engine):
         "code_revision": migrate.head_revision(),
         "schema_current": False,
         "rows": None,
+        "engines": None,
     }
     try:
         with translate_errors(database_url):
@@ -158,6 +176,8 @@ def _database(database_url, raw_engine):
             if found["schema_revision"] is not None:
                 with engine.connect() as conn:
                     found["rows"] = queries.counts(conn)
+                    if found["schema_current"]:
+                        found["engines"] = [_engine_entry(row, now) for row in queries.engines(conn)]
     except RelayError as err:
         found.update(reachable=False, error=str(err))
     return found
@@ -285,6 +305,14 @@ def render(report: dict) -> str:
                 f"rows stored: {', '.join(f'{table} {_n(count)}' for table, count in rows.items()) or 'none'}",
             )
         )
+        for entry in database["engines"] or ():
+            lines.append(
+                (
+                    "engine in store",
+                    f"{entry['master_id']} ({entry['mode']} mode, namespace {entry['namespace']}, host {entry['host']}): "
+                    f"last report {entry['seconds_since_report']:.0f} s ago",
+                )
+            )
     else:
         lines.append(("database", f"{database['url']} UNREACHABLE"))
     lines += [("WARN", warning) for warning in report["warnings"]]

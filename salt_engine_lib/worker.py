@@ -151,8 +151,7 @@ class Worker(ConsumerProducerMixin):
                 self.dead_letter(msg, msg.body, err.reason)
                 continue
             decoded.append((msg, batch))
-            job_returns = not batch.returns_from_job_cache
-            events += [ingest.Event(tag, data, batch.master_id, job_returns, origin=(msg, batch)) for tag, data in batch.events]
+            events += ingest.events_of(batch, origin=(msg, batch))
         if not decoded:
             return
         prepared, rejected = ingest.rows_of(events)
@@ -236,7 +235,11 @@ class Worker(ConsumerProducerMixin):
         """One event of an otherwise good message, alone to the dead-letter queue."""
         _msg, batch = event.origin
         message_id, body = message.encode(
-            [(event.tag, event.data)], batch.master_id, created=batch.created, returns_from_job_cache=batch.returns_from_job_cache
+            [(event.tag, event.data)],
+            batch.master_id,
+            created=batch.created,
+            returns_from_job_cache=batch.returns_from_job_cache,
+            namespace=batch.namespace,
         )
         headers = self._dead_letter_headers(f"event {str(event.tag)[:200]!r} rejected: {reason}", batch.id)
         broker.publish(self.producer, body, self.config.dead_letter_queue, message_id, headers)

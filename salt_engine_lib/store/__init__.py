@@ -124,10 +124,17 @@ class Store:
         with translate_errors(self.database_url), self._engine().begin() as conn:
             return query(conn, *args, **kwargs)
 
-    def purge(self, keep_jobs_seconds: Optional[int], keep_events_seconds: Optional[int], chunk_size: int = 5000) -> dict[str, int]:
+    def purge(
+        self,
+        keep_jobs_seconds: Optional[int],
+        keep_events_seconds: Optional[int],
+        chunk_size: int = 5000,
+        scope: queries.Scope = queries.EVERY_ROW,
+    ) -> dict[str, int]:
+        """Retention on the rows of ``scope``: {"jobs": n, "returns": n, "events": n} deleted."""
         with translate_errors(self.database_url):
-            removed = retention.purge_jobs(self._engine(), keep_jobs_seconds, chunk_size)
-            removed["events"] = retention.purge_events(self._engine(), keep_events_seconds, chunk_size)
+            removed = retention.purge_jobs(self._engine(), keep_jobs_seconds, chunk_size, scope=scope)
+            removed["events"] = retention.purge_events(self._engine(), keep_events_seconds, chunk_size, scope=scope)
         return removed
 
 

@@ -1,9 +1,17 @@
 """Tables of the job store (SQLAlchemy Core).
 
-Natural keys make every write idempotent: one job per ``jid``, one return per
-``(jid, minion_id)``, one event per ``content_key``. Salt jids are UTC
-timestamps (``YYYYMMDDhhmmssffffff``) that sort by time, so the primary keys
-double as the time index: paging and retention are range scans on them.
+Natural keys make every write idempotent: one job per ``(jid, namespace)``,
+one return per ``(jid, namespace, minion_id)``, one event per
+``content_key`` (a hash of namespace, tag and data). The *namespace* is the
+job namespace a row belongs to (:func:`records.namespace_of`): a master
+cluster's ``cluster_id``, else the id of the master that published the job.
+Two independent masters that generate the same jid never merge; the masters
+of one cluster share one namespace, so a job and its returns are stored once
+whichever master received them; ``master_id`` says which master did.
+
+Salt jids are UTC timestamps (``YYYYMMDDhhmmssffffff``) that sort by time,
+and lead every job and return key, so the primary keys double as the time
+index in every read scope: paging and retention are range scans on them.
 
 A return's value is stored once, in ``returns.ret``; ``returns.document``
 holds the rest of the return document (out, metadata, _stamp, ...), so a
@@ -26,6 +34,7 @@ EventId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 JID_LENGTH = 64
 MINION_ID_LENGTH = 255
 FUN_LENGTH = 255
+NAMESPACE_LENGTH = 255
 
 # DDL (and its MySQL charset/collation options) is owned by the Alembic
 # migrations; these Table objects are what reads and writes are built from.
@@ -36,6 +45,7 @@ jobs = sa.Table(
     "jobs",
     metadata,
     sa.Column("jid", sa.String(JID_LENGTH), primary_key=True),
+    sa.Column("namespace", sa.String(NAMESPACE_LENGTH), primary_key=True),
     sa.Column("master_id", sa.String(MINION_ID_LENGTH)),
     sa.Column("fun", sa.String(FUN_LENGTH)),
     sa.Column("tgt", sa.Text),
@@ -53,6 +63,7 @@ returns = sa.Table(
     "returns",
     metadata,
     sa.Column("jid", sa.String(JID_LENGTH), primary_key=True),
+    sa.Column("namespace", sa.String(NAMESPACE_LENGTH), primary_key=True),
     sa.Column("minion_id", sa.String(MINION_ID_LENGTH), primary_key=True),
     sa.Column("master_id", sa.String(MINION_ID_LENGTH)),
     sa.Column("fun", sa.String(FUN_LENGTH)),
@@ -76,9 +87,38 @@ events = sa.Table(
     sa.Column("content_key", sa.String(64), nullable=False),
     sa.Column("tag", sa.Text, nullable=False),
     sa.Column("data", JSONDocument, nullable=False),
+    sa.Column("namespace", sa.String(NAMESPACE_LENGTH), nullable=False),
     sa.Column("master_id", sa.String(MINION_ID_LENGTH)),
     sa.Column("stamp", Timestamp, nullable=False),
     sa.Column("stored_at", Timestamp, nullable=False),
     sa.UniqueConstraint("content_key", name="uq_events_content_key"),
     sa.Index("ix_events_stamp", "stamp"),
+)
+
+# Minions a job was published to beyond the publishing master's own list:
+# what each syndic reports to a master-of-masters (save_minions with a
+# syndic_id). A row per minion makes the union of several syndics' lists an
+# insert-if-absent, with no read-modify-write to race.
+job_minions = sa.Table(
+    "job_minions",
+    metadata,
+    sa.Column("jid", sa.String(JID_LENGTH), primary_key=True),
+    sa.Column("namespace", sa.String(NAMESPACE_LENGTH), primary_key=True),
+    sa.Column("minion_id", sa.String(MINION_ID_LENGTH), primary_key=True),
+    sa.Column("syndic_id", sa.String(MINION_ID_LENGTH)),
+    sa.Column("stored_at", Timestamp, nullable=False),
+)
+
+# One row per engine writing into the store, refreshed by its periodic
+# report: what ``salt-relay status`` lists (master id, mode, report age).
+relay_engines = sa.Table(
+    "relay_engines",
+    metadata,
+    sa.Column("master_id", sa.String(MINION_ID_LENGTH), primary_key=True),
+    sa.Column("namespace", sa.String(NAMESPACE_LENGTH), nullable=False),
+    sa.Column("mode", sa.String(32), nullable=False),
+    sa.Column("host", sa.String(255)),
+    sa.Column("version", sa.String(64)),
+    sa.Column("stats", JSONDocument),
+    sa.Column("reported_at", Timestamp, nullable=False),
 )

@@ -30,23 +30,24 @@ class Rows(typing.NamedTuple):
     events: list
     authoritative_returns: tuple = ()  # the job cache's returns: replace bus copies
     authoritative_jobs: tuple = ()  # publish-time loads (save_load): replace bus copies
+    job_minions: tuple = ()  # the minions syndics report for a job (save_minions)
+    engines: tuple = ()  # engine reports: replace the engine's previous one
 
     @classmethod
     def merge(cls, many: Iterable[Rows]) -> Rows:
-        jobs, returns, events, authoritative_returns, authoritative_jobs = [], [], [], [], []
+        merged = [[] for _field in cls._fields]
         for rows in many:
-            jobs += rows.jobs
-            returns += rows.returns
-            events += rows.events
-            authoritative_returns += rows.authoritative_returns
-            authoritative_jobs += rows.authoritative_jobs
-        return cls(jobs, returns, events, authoritative_returns, authoritative_jobs)
+            for column, part in zip(merged, rows):
+                column += part
+        return cls(*merged)
 
 
 _CONFLICT_KEYS = {
-    schema.jobs.name: ("jid",),
-    schema.returns.name: ("jid", "minion_id"),
+    schema.jobs.name: ("jid", "namespace"),
+    schema.returns.name: ("jid", "namespace", "minion_id"),
     schema.events.name: ("content_key",),
+    schema.job_minions.name: ("jid", "namespace", "minion_id"),
+    schema.relay_engines.name: ("master_id",),
 }
 
 
@@ -89,6 +90,8 @@ def insert_ignoring_duplicates(conn: sa.Connection, table: sa.Table, rows: list[
 AUTHORITATIVE_RETURN_COLUMNS = ("fun", "ret", "retcode", "success", "document", "returned_at")
 # What the publish-time save_load refreshes in a job row written from a bus event.
 AUTHORITATIVE_JOB_COLUMNS = ("master_id", "fun", "tgt", "tgt_type", "user", "load", "minions")
+# What an engine's report refreshes in its relay_engines row.
+ENGINE_REPORT_COLUMNS = ("namespace", "mode", "host", "version", "stats", "reported_at")
 
 
 def write_batch(
@@ -112,9 +115,9 @@ def write_batch(
     update = AUTHORITATIVE_RETURN_COLUMNS if authoritative_returns else ()
     job_update = AUTHORITATIVE_JOB_COLUMNS if authoritative_jobs else ()
     return {
-        "jobs": insert_ignoring_duplicates(conn, schema.jobs, _dedupe(jobs, ("jid",)), job_update),
-        "returns": insert_ignoring_duplicates(conn, schema.returns, _dedupe(returns, ("jid", "minion_id")), update),
-        "events": insert_ignoring_duplicates(conn, schema.events, _dedupe(events, ("content_key",))),
+        "jobs": _write(conn, schema.jobs, jobs, job_update),
+        "returns": _write(conn, schema.returns, returns, update),
+        "events": _write(conn, schema.events, events),
     }
 
 
@@ -129,7 +132,17 @@ def write_rows(conn: sa.Connection, rows: Rows) -> dict[str, int]:
         counts["returns"] += write_batch(conn, returns=rows.authoritative_returns, authoritative_returns=True)["returns"]
     if rows.authoritative_jobs:
         counts["jobs"] += write_batch(conn, jobs=rows.authoritative_jobs, authoritative_jobs=True)["jobs"]
+    if rows.job_minions:
+        _write(conn, schema.job_minions, rows.job_minions)
+    if rows.engines:
+        # The newest report of each engine in this batch replaces the stored one.
+        newest = sorted(rows.engines, key=lambda row: row["reported_at"], reverse=True)
+        _write(conn, schema.relay_engines, newest, ENGINE_REPORT_COLUMNS)
     return counts
+
+
+def _write(conn, table, rows, update_columns=()):
+    return insert_ignoring_duplicates(conn, table, _dedupe(rows, _CONFLICT_KEYS[table.name]), update_columns)
 
 
 def _dedupe(rows, keys):

@@ -645,13 +645,13 @@ def test_returner_functions_on_each_database(store):
             relay_returner.returner(store, MINION_SETTINGS, ret, MINION_OPTS)
     with pytest.raises(RecordError, match="id longer than 255 characters"):
         relay_returner.returner(store, MINION_SETTINGS, {"id": "m" * 256, "jid": jid, "return": 1}, MINION_OPTS)
-    got = relay_returner.get_jid(store, jid)
+    got = relay_returner.get_jid(store, MINION_SETTINGS, jid)
     expected = {m: v for m, v in cases.items() if m not in refused}
     expected["bytes"] = {"__bytes_base64__": base64.b64encode(cases["bytes"]).decode()}
     assert set(got) == set(expected)
     for minion, value in expected.items():
         assert verbatim(got[minion]["return"], value), minion
-    assert relay_returner.get_load(store, jid)["tgt"] == HOSTILE
+    assert relay_returner.get_load(store, MINION_SETTINGS, jid)["tgt"] == HOSTILE
     tag = f"custom/{HOSTILE}/{jid}"
     relay_returner.event_return(store, MINION_SETTINGS, [{"tag": tag, "data": {HOSTILE: [TEN_KB]}}, {"tag": tag + "/2", "data": [HOSTILE]}])
     assert event_data(store, tag) == [{HOSTILE: [TEN_KB]}] and event_data(store, tag + "/2") == [[HOSTILE]]
@@ -679,7 +679,7 @@ def test_a_return_the_database_refuses_does_not_block_the_outbox(database_url, t
     OutboxDrainer(opts, journal, sink).drain_once()
     journal.forward_once()
     assert dead_letters.count == 1
-    assert relay_returner.get_jid(store, good_jid) == {"m1": {"return": True}}
+    assert relay_returner.get_jid(store, settings, good_jid) == {"m1": {"return": True}}
 
 
 # --- configuration and unreachable servers ----------------------------------------------------

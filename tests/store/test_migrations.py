@@ -1,5 +1,6 @@
 """Schema management: Alembic on first use, explicit upgrades, the auto_upgrade switch."""
 
+import datetime
 import threading
 import time
 
@@ -9,7 +10,8 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
 from salt_engine_lib.errors import StoreError
-from salt_engine_lib.store import Store, connection, migrate, queries
+from salt_engine_lib import records
+from salt_engine_lib.store import Store, connection, migrate, queries, writes
 from salt_engine_lib.store.schema import metadata
 
 
@@ -90,3 +92,96 @@ def test_the_head_revision_constant_is_alembics_head():
     # The store checks the revision without importing Alembic (migrate.HEAD_REVISION); a new
     # migration must move the constant.
     assert migrate.head_revision() == migrate.alembic_head_revision()
+
+
+# Rows as revision 0001 stored them: one master's job and return, a row a minion
+# wrote (no master), and events of both.
+_JID = "20261125120000000001"
+_ROWS_0001 = {
+    "jobs": [
+        {"jid": _JID, "master_id": "m-1", "fun": "test.ping", "load": '{"fun": "test.ping"}', "minions": '["web1"]'},
+        {"jid": "20261125120000000002", "master_id": None, "fun": "test.arg", "load": '{"fun": "test.arg"}', "minions": None},
+    ],
+    "returns": [
+        {"jid": _JID, "minion_id": "web1", "master_id": "m-1", "fun": "test.ping", "ret": "true", "document": "{}"},
+        {"jid": "20261125120000000002", "minion_id": "web1", "master_id": None, "fun": "test.arg", "ret": "1", "document": "{}"},
+    ],
+}
+
+
+def _insert_0001_rows(conn):
+    stored = {"stored_at": datetime.datetime(2026, 11, 25, 12, 0, 1)}
+    for table, rows in _ROWS_0001.items():
+        for row in rows:
+            columns = {**row, **stored}
+            names = ", ".join(f'"{name}"' if name in ("user", "load") else name for name in columns)
+            if conn.dialect.name in ("mysql", "mariadb"):
+                names = names.replace('"', "`")
+            conn.execute(sa.text(f"INSERT INTO {table} ({names}) VALUES ({', '.join(':' + name for name in columns)})"), columns)
+    for master_id, tag in (("m-1", "salt/key"), (None, "custom/minion")):
+        key = records.content_key(tag, {"n": 1}, master_id)
+        conn.execute(
+            sa.text("INSERT INTO events (content_key, tag, data, master_id, stamp, stored_at) VALUES (:key, :tag, :data, :master, :t, :t)"),
+            {"key": key, "tag": tag, "data": '{"n": 1}', "master": master_id, "t": stored["stored_at"]},
+        )
+
+
+def test_0002_keeps_every_0001_row_in_its_masters_namespace(database_url):
+    """An existing 0001 database, rows in it, upgraded in place: nothing lost, nothing doubled later."""
+    engine = connection.get_engine(database_url)
+    migrate.upgrade(engine, "0001")
+    with engine.begin() as conn:
+        _insert_0001_rows(conn)
+    assert migrate.upgrade(engine) == ("0001", migrate.head_revision())
+
+    with engine.connect() as conn:
+        jobs = conn.execute(sa.text("SELECT jid, namespace, master_id FROM jobs ORDER BY jid")).all()
+        rets = conn.execute(sa.text("SELECT jid, namespace, minion_id FROM returns ORDER BY jid")).all()
+        evts = conn.execute(sa.text("SELECT tag, namespace, content_key FROM events ORDER BY tag")).all()
+        assert compare_metadata(MigrationContext.configure(conn), metadata) == []
+    assert [tuple(row) for row in jobs] == [(_JID, "m-1", "m-1"), ("20261125120000000002", "", None)]
+    assert [tuple(row) for row in rets] == [(_JID, "m-1", "web1"), ("20261125120000000002", "", "web1")]
+    assert [tuple(row)[:2] for row in evts] == [("custom/minion", ""), ("salt/key", "m-1")]
+
+    # The same job, return and event arriving again after the upgrade collapse into the old rows...
+    store = Store(database_url)
+    load = {"jid": _JID, "load": {"fun": "test.ping"}, "minions": ["web1"]}
+    ret = {"id": "web1", "jid": _JID, "fun": "test.ping", "return": True}
+    store.write_rows(
+        writes.Rows.merge(
+            [
+                records.rows_from_event(records.JOB_CACHE_LOAD_TAG, load, "m-1"),
+                records.rows_from_event(records.JOB_CACHE_RETURN_TAG, ret, "m-1"),
+                records.rows_from_event("salt/key", {"n": 1}, "m-1"),
+            ]
+        )
+    )
+    # ...while another master's job with the same jid is its own.
+    store.write_rows(records.rows_from_event(records.JOB_CACHE_LOAD_TAG, load, "m-2"))
+    with engine.connect() as conn:
+        doubled = conn.execute(sa.text("SELECT jid, namespace, count(*) FROM jobs GROUP BY jid, namespace HAVING count(*) > 1")).all()
+        per_jid = dict(conn.execute(sa.text("SELECT jid, count(*) FROM jobs GROUP BY jid")).all())
+        returns_doubled = conn.execute(
+            sa.text("SELECT jid, minion_id, count(*) FROM returns GROUP BY jid, minion_id HAVING count(*) > 1")
+        ).all()
+        events_of_tag = conn.execute(sa.text("SELECT count(*) FROM events WHERE tag = 'salt/key'")).scalar()
+    assert doubled == [] and returns_doubled == [] and events_of_tag == 1
+    assert per_jid == {_JID: 2, "20261125120000000002": 1}  # m-1's and m-2's jobs, apart
+
+
+def test_0002_downgrades_to_0001_with_its_rows(database_url):
+    engine = connection.get_engine(database_url)
+    migrate.upgrade(engine, "0001")
+    with engine.begin() as conn:
+        _insert_0001_rows(conn)
+    migrate.upgrade(engine)
+    from alembic import command
+
+    with engine.connect() as conn:
+        command.downgrade(migrate.alembic_config(conn), "0001")
+        conn.commit()
+    assert migrate.current_revision(engine) == "0001"
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM jobs")).scalar() == 2
+        assert conn.execute(sa.text("SELECT count(*) FROM returns")).scalar() == 2
+        assert "namespace" not in {column["name"] for column in sa.inspect(conn).get_columns("jobs")}

@@ -355,7 +355,7 @@ def test_endtime(store):
     assert store.read(queries.get_endtime, jid) is None
     ended = datetime.datetime(2026, 1, 2, 3, 4, 9, 654321)
     with store.engine.begin() as conn:
-        queries.set_endtime(conn, jid, ended)
+        queries.set_endtime(conn, jid, ended, "")
     assert store.read(queries.get_endtime, jid) == ended
     assert store.read(queries.get_endtime, jid_at(1)) is None
 

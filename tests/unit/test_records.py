@@ -66,6 +66,7 @@ def test_job_row():
     row = records.job_row(JID, load, minions={"m2", "m1", "M3"}, master_id="master1", now=NOW)
     assert row == {
         "jid": JID,
+        "namespace": "master1",
         "master_id": "master1",
         "fun": "cmd.run",
         "tgt": '["m2","m1"]',
@@ -120,6 +121,7 @@ def test_minion_return_row():
     row = records.return_row(doc, master_id="master1", now=NOW)
     assert row == {
         "jid": JID,
+        "namespace": "master1",
         "minion_id": "m1",
         "master_id": "master1",
         "fun": "test.ping",
@@ -224,6 +226,7 @@ def test_event_row():
         "content_key": records.content_key("salt/key", data, "master1"),
         "tag": "salt/key",
         "data": data,
+        "namespace": "master1",
         "master_id": "master1",
         "stamp": datetime.datetime(2026, 1, 2, 3, 4, 5, 1),
         "stored_at": NOW,
@@ -256,14 +259,40 @@ def test_bus_copies_of_returns_make_no_returns_row_when_the_job_cache_sends_them
     ret = {"id": "m1", "jid": "20261125120000000001", "fun": "test.ping", "return": True, "retcode": 0}
     tag = "salt/job/20261125120000000001/ret/m1"
     assert len(records.rows_from_event(tag, ret, "master-1").returns) == 1
-    rows = records.rows_from_event(tag, ret, "master-1", job_returns=False)
+    rows = records.rows_from_event(tag, ret, "master-1", jobs_from_bus=False)
     assert (rows.returns, rows.authoritative_returns, len(rows.events)) == ([], (), 1)
     rows = records.rows_from_event(records.JOB_CACHE_RETURN_TAG, ret, "master-1")
     assert (rows.jobs, rows.returns, rows.events) == ([], [], [])
     assert [r["minion_id"] for r in rows.authoritative_returns] == ["m1"]
     load = {"jid": ret["jid"], "load": {"fun": "test.ping", "tgt": "*"}, "minions": None}
     assert records.rows_from_event(records.JOB_CACHE_LOAD_TAG, load, "master-1").jobs[0]["fun"] == "test.ping"
-    with pytest.raises(RecordError, match="unknown job cache record"):
+    with pytest.raises(RecordError, match="unknown salt-relay record"):
         records.rows_from_event(records.JOB_CACHE_TAG_PREFIX + "other", {}, "master-1")
     merged = Rows.merge([rows, records.rows_from_event(tag, ret, "master-1")])
     assert (len(merged.returns), len(merged.authoritative_returns), len(merged.events)) == (1, 1, 1)
+
+
+def test_a_job_from_a_master_of_masters_belongs_to_its_namespace():
+    """Salt copies the top master's master_id into the load and returns a syndic's master sees."""
+    load = {"jid": JID, "fun": "test.ping", "master_id": "top"}
+    job = records.job_row(JID, load, master_id="syndic-master", namespace="syndic-master")
+    assert (job["namespace"], job["master_id"]) == ("top", "top")
+    ret = records.return_row({"id": "m1", "jid": JID, "return": True, "master_id": "top"}, "syndic-master", namespace="syndic-master")
+    assert (ret["namespace"], ret["master_id"]) == ("top", "syndic-master")  # received by the syndic's master
+    local = records.return_row({"id": "m1", "jid": JID, "return": True}, "syndic-master", namespace="syndic-master")
+    assert local["namespace"] == "syndic-master"
+
+
+def test_cluster_peers_capturing_one_event_give_one_content_key():
+    data = {"id": "m1", "jid": JID, "return": True, "_stamp": "2026-01-02T03:04:05.000001"}
+    first = records.event_row("salt/job/x/ret/m1", data, master_id="peer-1", namespace="cluster-a")
+    second = records.event_row("salt/job/x/ret/m1", data, master_id="peer-2", namespace="cluster-a")
+    other = records.event_row("salt/job/x/ret/m1", data, master_id="peer-1", namespace="cluster-b")
+    assert first["content_key"] == second["content_key"] != other["content_key"]
+
+
+def test_with_relay_as_job_cache_the_bus_copy_of_a_publish_makes_no_job_row():
+    new = {"jid": JID, "fun": "test.ping", "tgt": "*", "minions": ["m1"]}
+    assert len(records.rows_from_event(f"salt/job/{JID}/new", new, "m").jobs) == 1
+    rows = records.rows_from_event(f"salt/job/{JID}/new", new, "m", jobs_from_bus=False)
+    assert rows.jobs == [] and len(rows.events) == 1

@@ -60,15 +60,26 @@ def test_the_publish_load_is_the_record_and_a_return_load_never_replaces_it(stor
     relay_returner.save_load(store, settings, JID, dict(RET), opts=opts)  # a return load first: a placeholder row
     relay_returner.save_load(store, settings, JID, PUBLISH, ["m2", "m1"], opts)
     relay_returner.save_load(store, settings, JID, dict(RET, id="m2"), opts=opts)
-    assert relay_returner.get_load(store, JID) == dict(PUBLISH, Minions=["m1", "m2"])
+    assert relay_returner.get_load(store, settings, JID) == dict(PUBLISH, Minions=["m1", "m2"])
 
 
 def test_save_minions_creates_the_job_when_no_load_came_first(store, minion):
-    # A syndic's minions added to a job that already has its load (local_cache's union) are
-    # issue #17's syndic work: today save_minions only creates a missing job row.
     _, settings = minion
     relay_returner.save_minions(store, settings, JID, ["m2", "m1"])  # before any load
-    assert relay_returner.get_load(store, JID) == {"jid": JID, "Minions": ["m1", "m2"]}
+    assert relay_returner.get_load(store, settings, JID) == {"jid": JID, "Minions": ["m1", "m2"]}
+
+
+def test_save_minions_of_several_syndics_add_up_with_the_publish_list(store, master):
+    """A master-of-masters: its own minions at publish time, then each syndic's (local_cache's union)."""
+    opts, settings = master
+    relay_returner.save_load(store, settings, JID, PUBLISH, ["top-minion"], opts)
+    relay_returner.save_minions(store, settings, JID, ["s1-b", "s1-a"], syndic_id="syndic-1")
+    relay_returner.save_minions(store, settings, JID, ["s2-a", "s1-a"], syndic_id="syndic-2")
+    relay_returner.save_minions(store, settings, JID, ["s2-a"], syndic_id="syndic-2")  # Salt repeats itself
+    assert relay_returner.get_load(store, settings, JID) == dict(PUBLISH, Minions=["s1-a", "s1-b", "s2-a", "top-minion"])
+    with store.connect() as conn:
+        reported = conn.exec_driver_sql("SELECT minion_id, syndic_id FROM job_minions ORDER BY minion_id").all()
+    assert [tuple(row) for row in reported] == [("s1-a", "syndic-1"), ("s1-b", "syndic-1"), ("s2-a", "syndic-2")]
 
 
 def test_on_a_master_a_load_the_database_refuses_is_kept_and_served(down, master, minion):
@@ -76,7 +87,7 @@ def test_on_a_master_a_load_the_database_refuses_is_kept_and_served(down, master
     bad = Store(down)
     relay_returner.save_load(bad, settings, JID, PUBLISH, ["m1"], opts)
     assert paths.pending_load(opts, JID).is_file()
-    assert relay_returner.get_load(bad, JID, opts) == dict(PUBLISH, Minions=["m1"])
+    assert relay_returner.get_load(bad, settings, JID, opts) == dict(PUBLISH, Minions=["m1"])
     with pytest.raises(StoreError):  # a minion has nowhere to keep it: the caller hears of it
         relay_returner.save_load(bad, minion[1], JID, PUBLISH, ["m1"], minion[0])
 
@@ -85,7 +96,7 @@ def test_on_a_master_a_load_the_database_refuses_is_kept_and_served(down, master
 def test_returner_without_an_engine_writes_directly(store, minion, master, role):
     opts, settings = minion if role == "minion" else master
     relay_returner.returner(store, settings, dict(RET, out="nested"), opts)
-    assert relay_returner.get_jid(store, JID) == {"m1": {"return": True, "retcode": 0, "success": True, "out": "nested"}}
+    assert relay_returner.get_jid(store, settings, JID) == {"m1": {"return": True, "retcode": 0, "success": True, "out": "nested"}}
     assert store.read(queries.returns_of_minion, "m1")[0].master_id == settings.master_id
     assert not paths.outbox(opts).exists() or outbox_records(opts) == []
 
@@ -144,19 +155,25 @@ def test_reads_have_local_cache_shapes(store, minion):
     relay_returner.returner(store, settings, RET, {})
     relay_returner.returner(store, settings, dict(RET, id="m0", jid="20261125120000000003", fun="test.ping", success=None), {})
     ended = "2026, Nov 25 12:00:05.123456"  # salt.utils.jid.jid_to_time's format, as Salt passes it
-    relay_returner.update_endtime(store, JID, ended)
-    assert relay_returner.get_endtime(store, JID) == ended and relay_returner.get_endtime(store, "20261125120000000002") is False
-    assert relay_returner.get_jid(store, JID) == {"m1": {"return": True, "retcode": 0, "success": True}}
-    assert relay_returner.get_jid(store, "20261125120000000009") == {} and relay_returner.get_load(store, "20261125120000000009") == {}
-    assert relay_returner.get_fun(store, "test.ping") == {"m0": True, "m1": True}
-    assert relay_returner.get_minions(store) == ["m0", "m1"]
+    relay_returner.update_endtime(store, settings, JID, ended)
+    assert (
+        relay_returner.get_endtime(store, settings, JID) == ended
+        and relay_returner.get_endtime(store, settings, "20261125120000000002") is False
+    )
+    assert relay_returner.get_jid(store, settings, JID) == {"m1": {"return": True, "retcode": 0, "success": True}}
+    assert (
+        relay_returner.get_jid(store, settings, "20261125120000000009") == {}
+        and relay_returner.get_load(store, settings, "20261125120000000009") == {}
+    )
+    assert relay_returner.get_fun(store, settings, "test.ping") == {"m0": True, "m1": True}
+    assert relay_returner.get_minions(store, settings) == ["m0", "m1"]
     expected = {jid: salt.utils.jid.format_jid_instance(jid, dict(load, jid=jid)) for jid, load in jobs.items()}
     expected[JID]["EndTime"] = ended
-    assert relay_returner.get_jids(store) == expected
+    assert relay_returner.get_jids(store, settings) == expected
     ext = {jid: salt.utils.jid.format_jid_instance_ext(jid, dict(load, jid=jid)) for jid, load in jobs.items()}
     ext[JID]["EndTime"] = ended
-    assert relay_returner.get_jids_filter(store, 2) == [ext[JID], ext["20261125120000000003"]]  # oldest first
-    assert relay_returner.get_jids_filter(store, 2, False) == [ext["20261125120000000002"], ext["20261125120000000003"]]
+    assert relay_returner.get_jids_filter(store, settings, 2) == [ext[JID], ext["20261125120000000003"]]  # oldest first
+    assert relay_returner.get_jids_filter(store, settings, 2, False) == [ext["20261125120000000002"], ext["20261125120000000003"]]
 
 
 def test_clean_old_jobs_uses_keep_jobs_seconds(store, url):
@@ -170,7 +187,7 @@ def test_clean_old_jobs_uses_keep_jobs_seconds(store, url):
     assert relay_returner.clean_old_jobs(store, forever) == {"jobs": 0, "returns": 0, "events": 0}
     hour = config.resolve(config.load({"database_url": url, "keep_jobs_seconds": 3600}), opts)
     assert relay_returner.clean_old_jobs(store, hour) == {"jobs": 1, "returns": 1, "events": 0}
-    assert relay_returner.get_load(store, old) == {} and relay_returner.get_load(store, new)["fun"] == "test.ping"
+    assert relay_returner.get_load(store, hour, old) == {} and relay_returner.get_load(store, hour, new)["fun"] == "test.ping"
 
 
 def test_resolve_settings_is_cached_per_opts_object(tmp_path, monkeypatch):

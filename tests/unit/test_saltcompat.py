@@ -441,5 +441,5 @@ def test_get_jids_filter_takes_the_same_arguments_as_salts_local_cache():
     salts = inspect.signature(salt.returners.local_cache.get_jids_filter)
     ours = inspect.signature(returner.get_jids_filter)
     assert list(salts.parameters) == ["count", "filter_find_job"]
-    assert list(ours.parameters)[1:] == list(salts.parameters)  # ours takes the store first
+    assert list(ours.parameters)[2:] == list(salts.parameters)  # ours takes the store and the settings first
     assert ours.parameters["filter_find_job"].default == salts.parameters["filter_find_job"].default
