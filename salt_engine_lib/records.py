@@ -81,8 +81,15 @@ def namespace_of(document: Any, namespace: Optional[str]) -> str:
 
 
 def _published_by(document):
-    """Salt's ``master_id`` in a load or return: the master-of-masters that published the job, if it names itself."""
-    published_by = document.get("master_id") if isinstance(document, dict) else None
+    """Salt's ``master_id`` in a load or return: the master-of-masters that published the job, if it names itself.
+
+    Returns and publications carry it at the top; the load a syndic's master
+    saves (its ``save_load``) keeps it in the ``kwargs`` the syndic published with.
+    """
+    if not isinstance(document, dict):
+        return None
+    kwargs = document.get("kwargs")
+    published_by = document.get("master_id") or (kwargs.get("master_id") if isinstance(kwargs, dict) else None)
     return published_by if isinstance(published_by, str) and published_by else None
 
 

@@ -90,7 +90,7 @@ def insert_ignoring_duplicates(conn: sa.Connection, table: sa.Table, rows: list[
 AUTHORITATIVE_RETURN_COLUMNS = ("fun", "ret", "retcode", "success", "document", "returned_at")
 # What the publish-time save_load refreshes in a job row written from a bus event.
 AUTHORITATIVE_JOB_COLUMNS = ("master_id", "fun", "tgt", "tgt_type", "user", "load", "minions")
-# What an engine's report refreshes in its relay_engines row.
+# What a newer report of an engine refreshes in its relay_engines row.
 ENGINE_REPORT_COLUMNS = ("namespace", "mode", "host", "version", "stats", "reported_at")
 
 
@@ -135,10 +135,24 @@ def write_rows(conn: sa.Connection, rows: Rows) -> dict[str, int]:
     if rows.job_minions:
         _write(conn, schema.job_minions, rows.job_minions)
     if rows.engines:
-        # The newest report of each engine in this batch replaces the stored one.
-        newest = sorted(rows.engines, key=lambda row: row["reported_at"], reverse=True)
-        _write(conn, schema.relay_engines, newest, ENGINE_REPORT_COLUMNS)
+        write_engine_reports(conn, rows.engines)
     return counts
+
+
+def write_engine_reports(conn: sa.Connection, reports: Iterable[dict]) -> None:
+    """Each engine's row takes a report only if it is newer: a redelivered old report changes nothing.
+
+    A handful of rows per batch at most (one per engine every 30 s), so a
+    conditional UPDATE each, and an insert-if-absent for an engine's first.
+    """
+    table = schema.relay_engines
+    for report in sorted(reports, key=lambda row: row["reported_at"]):
+        changes = {column: report[column] for column in ENGINE_REPORT_COLUMNS}
+        updated = conn.execute(
+            table.update().where(table.c.master_id == report["master_id"], table.c.reported_at < report["reported_at"]).values(changes)
+        )
+        if updated.rowcount == 0:
+            _write(conn, table, [report])
 
 
 def _write(conn, table, rows, update_columns=()):

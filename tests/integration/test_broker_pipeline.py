@@ -152,4 +152,7 @@ def test_status_reports_queues_and_engine(pipeline_master, worker, minion, store
     assert report["engine"]["state"] == "up" and report["engine"]["capture"] == "up"
     assert report["engine"]["mode"] == "broker" and report["events"]["published"] > 0
     assert report["database"]["rows"]["returns"] > 0 and report["database"]["schema_current"]
+    # The engine's own report crossed the broker and a worker into relay_engines.
+    listed = {entry["master_id"]: entry for entry in report["database"]["engines"]}
+    assert listed[pipeline_master.id]["mode"] == "broker" and listed[pipeline_master.id]["seconds_since_report"] < 120, listed
     assert "guest:guest" not in result.stdout  # the broker password is masked

@@ -11,7 +11,7 @@ import pytest
 import sqlalchemy as sa
 
 from salt_engine_lib import jids, records
-from salt_engine_lib.store import queries, retention
+from salt_engine_lib.store import queries, retention, writes
 from salt_engine_lib.store.schema import events, jobs, returns
 
 BASE = datetime.datetime(2026, 1, 2, 3, 4, 5)
@@ -529,3 +529,74 @@ def test_publish_load_replaces_the_bus_copy_and_return_loads_never_do(store):
     assert load["metadata"] == {"ticket": 7}
     assert load["Minions"] == ["m1", "m2"]
     assert "return" not in load
+
+
+# --- several masters, one store (read scopes) -------------------------------------------------
+
+
+def _job_of(store, master, jid, minions=("web1",), namespace=None, fun="test.ping"):
+    """``master`` publishes ``jid`` and every minion returns, as its job cache stores them."""
+    ns = namespace or master
+    load = {"jid": jid, "load": publish_load(jid, fun), "minions": list(minions), "publish": True}
+    rows = [records.rows_from_event(records.JOB_CACHE_LOAD_TAG, load, master, namespace=ns)]
+    rows += [
+        records.rows_from_event(records.JOB_CACHE_RETURN_TAG, minion_return(jid, m, fun, ret=master), master, namespace=ns) for m in minions
+    ]
+    store.write_rows(writes.Rows.merge(rows))
+
+
+def test_two_masters_with_one_jid_keep_two_jobs_and_each_reads_its_own(store):
+    same, only_b = jid_at(0), jid_at(1)
+    _job_of(store, "master-a", same)
+    _job_of(store, "master-b", same, minions=("web1", "web2"))
+    _job_of(store, "master-b", only_b, fun="test.arg")
+    a, b = queries.Scope("master", "master-a", "master-a"), queries.Scope("master", "master-b", "master-b")
+    assert [row.jid for row in store.read(queries.list_jobs, scope=a)] == [same]
+    assert [row.jid for row in store.read(queries.list_jobs, scope=b)] == [only_b, same]
+    assert [(row.jid, row.namespace) for row in store.read(queries.list_jobs)] == [
+        (only_b, "master-b"),
+        (same, "master-b"),
+        (same, "master-a"),
+    ]
+    assert store.read(queries.get_jid, same, a) == {"web1": {"return": "master-a", "retcode": 0, "success": True}}
+    assert set(store.read(queries.get_jid, same, b)) == {"web1", "web2"}
+    assert store.read(queries.get_load, same, a)["Minions"] == ["web1"]
+    assert store.read(queries.get_load, same, b)["Minions"] == ["web1", "web2"]
+    assert store.read(queries.get_load, only_b, a) == {} and store.read(queries.get_jid, only_b, a) == {}
+    assert store.read(queries.latest_return_of_fun, "test.arg", a) == {}
+    assert store.read(queries.minion_ids, a) == ["web1"] and store.read(queries.minion_ids) == ["web1", "web2"]
+    # Retention of master-a's rows leaves master-b's alone.
+    removed = store.purge(1, 1, scope=queries.Scope("cluster", "master-a"))
+    assert (removed["jobs"], removed["returns"]) == (1, 1)
+    assert [(row.jid, row.namespace) for row in store.read(queries.list_jobs)] == [(only_b, "master-b"), (same, "master-b")]
+
+
+def test_cluster_peers_store_one_job_and_one_return_whichever_received_them(store):
+    jid = jid_at(0)
+    _job_of(store, "peer-1", jid, namespace="cluster-a")
+    _job_of(store, "peer-2", jid, namespace="cluster-a")  # the same job reaching the other peer
+    rows = table_rows(store, jobs)
+    assert [(row["jid"], row["namespace"]) for row in rows] == [(jid, "cluster-a")]
+    assert [(row["minion_id"], row["namespace"]) for row in table_rows(store, returns)] == [("web1", "cluster-a")]
+    cluster, peer_1 = queries.Scope("cluster", "cluster-a"), queries.Scope("master", "cluster-a", rows[0]["master_id"])
+    assert [row.jid for row in store.read(queries.list_jobs, scope=cluster)] == [jid]
+    assert [row.jid for row in store.read(queries.list_jobs, scope=peer_1)] == [jid]
+    other_peer = "peer-2" if rows[0]["master_id"] == "peer-1" else "peer-1"
+    assert store.read(queries.list_jobs, scope=queries.Scope("master", "cluster-a", other_peer)) == []
+
+
+def test_an_engine_report_replaces_only_an_older_one(store):
+    new = {"mode": "broker", "reported_at": "2026-01-02T03:04:05+00:00", "stats": {"captured": 2}}
+    old = {"mode": "embedded", "reported_at": "2026-01-02T03:00:00+00:00", "stats": {"captured": 1}}
+    store.write_rows(records.rows_from_event(records.ENGINE_REPORT_TAG, new, "master-a"))
+    store.write_rows(records.rows_from_event(records.ENGINE_REPORT_TAG, old, "master-a"))  # redelivered late
+    [row] = store.read(queries.engines)
+    assert (row.master_id, row.mode, row.stats, row.reported_at) == (
+        "master-a",
+        "broker",
+        {"captured": 2},
+        datetime.datetime(2026, 1, 2, 3, 4, 5),
+    )
+    newer = dict(new, reported_at="2026-01-02T03:05:00+00:00", stats={"captured": 3})
+    store.write_rows(records.rows_from_event(records.ENGINE_REPORT_TAG, newer, "master-a"))
+    assert store.read(queries.engines)[0].stats == {"captured": 3}

@@ -279,6 +279,8 @@ def test_a_job_from_a_master_of_masters_belongs_to_its_namespace():
     assert (job["namespace"], job["master_id"]) == ("top", "top")
     ret = records.return_row({"id": "m1", "jid": JID, "return": True, "master_id": "top"}, "syndic-master", namespace="syndic-master")
     assert (ret["namespace"], ret["master_id"]) == ("top", "syndic-master")  # received by the syndic's master
+    saved = records.job_row(JID, {"jid": JID, "kwargs": {"master_id": "top"}}, master_id="syndic-master", namespace="syndic-master")
+    assert saved["namespace"] == "top"  # the load a syndic's master saves: the id is in its kwargs
     local = records.return_row({"id": "m1", "jid": JID, "return": True}, "syndic-master", namespace="syndic-master")
     assert local["namespace"] == "syndic-master"
 

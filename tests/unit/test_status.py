@@ -111,3 +111,24 @@ def test_things_that_need_a_person_are_degraded(master_dir):
     warnings = "\n".join(report["warnings"])
     for expected in ("schema behind", "journal 90.0 % full", "lag 12", "7 events lost", "dropped the engine's subscription (2 times"):
         assert expected in warnings, warnings
+
+
+def test_every_engine_writing_into_the_store_is_listed(master_dir):
+    """Two masters' engines reported into one store: status on either lists both, with mode and report age."""
+    from salt_engine_lib import records
+    from salt_engine_lib.store import Store
+
+    store = Store(f"sqlite:///{master_dir / 'relay.db'}")
+    now = time.time()
+    for master_id, mode, age in (("master-b", "broker", 95.0), ("master-a", "embedded", 3.0)):
+        report = {"mode": mode, "host": f"{master_id}.example", "version": "0.1.0", "reported_at": now - age, "stats": {"captured": 7}}
+        store.write_rows(records.rows_from_event(records.ENGINE_REPORT_TAG, report, master_id))
+    older = {"mode": "broker", "reported_at": now - 500, "stats": {}}
+    store.write_rows(records.rows_from_event(records.ENGINE_REPORT_TAG, older, "master-b"))  # stale: kept as newest wins
+    write_engine_stats(master_dir)
+    report = json.loads(salt_relay("status", "--json", "-c", str(master_dir)).stdout)
+    listed = [(e["master_id"], e["mode"], e["namespace"], round(e["seconds_since_report"])) for e in report["database"]["engines"]]
+    assert [entry[:3] for entry in listed] == [("master-a", "embedded", "master-a"), ("master-b", "broker", "master-b")]
+    assert 2 <= listed[0][3] <= 30 and 94 <= listed[1][3] <= 130, listed
+    text = salt_relay("status", "-c", str(master_dir)).stdout
+    assert "master-a (embedded mode" in text and "master-b (broker mode" in text, text
