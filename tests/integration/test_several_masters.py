@@ -11,7 +11,10 @@ restart of master 1 neither loses nor doubles a row.
 
 import collections
 import contextlib
+import json
 import pathlib
+import subprocess
+import sys
 import uuid
 
 import pytest
@@ -25,6 +28,7 @@ from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 
+SALT_RELAY = str(pathlib.Path(sys.executable).parent / "salt-relay")
 DOUBLED_JOBS = "SELECT jid, count(*) FROM jobs GROUP BY jid HAVING count(*) > 1"
 DOUBLED_RETURNS = "SELECT jid, minion_id, count(*) FROM returns GROUP BY jid, minion_id HAVING count(*) > 1"
 
@@ -220,6 +224,22 @@ def test_read_scope_all_reads_both_masters(ha, jobs, master_1, master_2, minion,
     # The config restored, master 1 reads its own jobs again.
     restored = listed(master_1, jobs, ha["reader"])
     assert restored[master_1.id][0] == 2 and restored[master_2.id] == (0, 0), restored
+
+
+def test_status_on_either_master_lists_both_engines(ha, jobs, master_1, master_2):
+    """Each engine reports itself through the broker and the worker; status on either master lists both."""
+    expected = {master_1.id: "broker", master_2.id: "broker"}
+
+    def listed(master):
+        done = subprocess.run(
+            [SALT_RELAY, "-c", master.config_dir, "status", "--json"], capture_output=True, text=True, timeout=60, check=False
+        )
+        engines = json.loads(done.stdout or "{}").get("database", {}).get("engines") or []
+        found = {entry["master_id"]: entry["mode"] for entry in engines if entry["seconds_since_report"] < 120}
+        return found if found == expected else None
+
+    for master in (master_1, master_2):
+        assert wait_for(lambda master=master: listed(master), timeout=60), f"{master.id}'s status does not list both engines"
 
 
 def test_master_restart_loses_and_doubles_nothing(ha, jobs, master_1, minion, record_property):
