@@ -77,10 +77,10 @@ def namespace_of(document: Any, namespace: Optional[str]) -> str:
     Anything else belongs to the namespace of the master that captured it
     (its cluster id or its id; ``''`` for rows a minion wrote).
     """
-    return _label(_published_by(document) or namespace or "", NAMESPACE_LENGTH)
+    return _label(published_by(document) or namespace or "", NAMESPACE_LENGTH)
 
 
-def _published_by(document):
+def published_by(document):
     """Salt's ``master_id`` in a load or return: the master-of-masters that published the job, if it names itself.
 
     Returns and publications carry it at the top; the load a syndic's master
@@ -107,7 +107,7 @@ def job_row(
         "jid": _checked_key("jid", jid, JID_LENGTH),
         "namespace": namespace_of(load, namespace if namespace is not None else master_id),
         # The publisher: a master-of-masters named in the load, else the capturing master.
-        "master_id": _label(_published_by(load) or master_id, MINION_ID_LENGTH),
+        "master_id": _label(published_by(load) or master_id, MINION_ID_LENGTH),
         "fun": _fun_label(load.get("fun")),
         # list targets (-L) arrive as lists
         "tgt": _label(tgt if tgt is None or isinstance(tgt, str) else jsonsafe.dumps(tgt), None),
@@ -283,21 +283,24 @@ def _own_record_rows(tag, data, master_id, namespace, now):
             return Rows([], [], [], (), [row])
         return Rows([row], [], [])
     if tag == JOB_CACHE_MINIONS_TAG:
-        # save_minions (a syndic's minions of a job): the job row if the load has
-        # not arrived yet, and one job_minions row per minion, unioned.
-        row = job_row(data.get("jid"), {"jid": data.get("jid")}, None, master_id, now, namespace)
+        # save_minions (a syndic's minions of a job): one job_minions row per
+        # minion, unioned with the job's own list when it is read. No job row:
+        # as in local_cache, a jid this master never saved a load for (a job a
+        # syndic's own master published) is not one of this master's jobs.
+        jid = _checked_key("jid", data.get("jid"), JID_LENGTH)
+        job_namespace = namespace_of(None, namespace if namespace is not None else master_id)
         syndic = _label(data.get("syndic_id"), MINION_ID_LENGTH)
         minions = [
             {
-                "jid": row["jid"],
-                "namespace": row["namespace"],
+                "jid": jid,
+                "namespace": job_namespace,
                 "minion_id": _checked_key("minion id", minion, MINION_ID_LENGTH),
                 "syndic_id": syndic,
                 "stored_at": now,
             }
             for minion in data.get("minions") or ()
         ]
-        return Rows([row], [], [], job_minions=minions)
+        return Rows([], [], [], job_minions=minions)
     if tag == ENGINE_REPORT_TAG:
         return Rows([], [], [], engines=[engine_row(data, master_id, namespace, now)])
     raise RecordError(f"unknown salt-relay record {tag!r}")

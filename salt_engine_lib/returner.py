@@ -135,7 +135,16 @@ def save_load(
             return
     # The publish-time load (no "return" in it) is the job's record: it replaces
     # a row the engine may have written from the bus event first.
-    record = {"jid": jid, "load": load, "minions": minions, "publish": "return" not in load}
+    publish = "return" not in load
+    if publish and opts is not None and _on_master(opts) and opts.get("master_id") and not records.published_by(load):
+        # What this master published carried its Salt master_id (the master
+        # adds it to the payload, not to the load it saves; a job that came down
+        # from a master-of-masters names that one instead). Kept in the load,
+        # it reaches a master-of-masters with the load a syndic forwards, so
+        # the top files this master's job under this master's namespace, where
+        # the syndic's forwarded returns (which carry it) already go.
+        load = dict(load, master_id=opts["master_id"])
+    record = {"jid": jid, "load": load, "minions": minions, "publish": publish}
     try:
         _store_now(store, [_event(settings, records.JOB_CACHE_LOAD_TAG, record)])
     except StoreError as err:

@@ -12,6 +12,7 @@ starts the server, or under ``CI`` (the variable set) fails it, so a broken CI
 service cannot turn into a green run of SQLite-only tests.
 """
 
+import os
 import pathlib
 import shutil
 import tempfile
@@ -92,7 +93,9 @@ def salt_factories_config():
     """pytest-salt-factories' root: a short private dir (AF_UNIX paths are limited to ~100 characters)."""
     root = pathlib.Path(tempfile.mkdtemp(prefix="srly-", dir="/tmp"))
     yield {"root_dir": root}
-    shutil.rmtree(root, ignore_errors=True)
+    # RELAY_KEEP_SALT_ROOT=1 keeps the daemons' configs and logs for a post-mortem.
+    if not os.environ.get("RELAY_KEEP_SALT_ROOT"):
+        shutil.rmtree(root, ignore_errors=True)
 
 
 # salt-factories binds its log server and its event listener on 0.0.0.0 by

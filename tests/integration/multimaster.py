@@ -7,9 +7,12 @@ and a minion whose ``master`` lists both addresses. Used by
 test_several_masters.py and test_salt_two_master.py.
 """
 
+import contextlib
 import json
 import pathlib
 import shutil
+
+import yaml
 
 from tests.support.waiting import wait_for
 
@@ -84,3 +87,17 @@ def wait_until_answering(master, minion_id, timeout=120):
         return result.returncode == 0 and result.data is True
 
     return wait_for(answered, timeout=timeout, interval=1)
+
+
+@contextlib.contextmanager
+def relay_option(master, key, value):
+    """``relay:<key>: <value>`` in ``master``'s config file (salt-run reads it on each call), restored after."""
+    path = pathlib.Path(master.config_file)
+    original = path.read_text()
+    opts = yaml.safe_load(original)
+    opts["relay"] = {**opts["relay"], key: value}
+    path.write_text(yaml.safe_dump(opts, default_flow_style=False))
+    try:
+        yield
+    finally:
+        path.write_text(original)

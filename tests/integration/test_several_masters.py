@@ -10,7 +10,6 @@ restart of master 1 neither loses nor doubles a row.
 """
 
 import collections
-import contextlib
 import json
 import pathlib
 import subprocess
@@ -18,7 +17,6 @@ import sys
 import uuid
 
 import pytest
-import yaml
 
 from tests.integration import multimaster
 from tests.pipeline_helpers import worker_process
@@ -199,23 +197,9 @@ def test_each_master_reads_its_own_jobs(ha, jobs, master_1, master_2, minion, re
         assert {jid: lookup(mine, jid) for jid in jids_of(jobs, other)} == dict.fromkeys(jids_of(jobs, other), {})
 
 
-@contextlib.contextmanager
-def relay_option(master, key, value):
-    """``relay:<key>: <value>`` in ``master``'s config file (salt-run reads it on each call), restored after."""
-    path = pathlib.Path(master.config_file)
-    original = path.read_text()
-    opts = yaml.safe_load(original)
-    opts["relay"] = {**opts["relay"], key: value}
-    path.write_text(yaml.safe_dump(opts, default_flow_style=False))
-    try:
-        yield
-    finally:
-        path.write_text(original)
-
-
 def test_read_scope_all_reads_both_masters(ha, jobs, master_1, master_2, minion, record_property):
     """read_scope all on master 1: its list_jobs shows both masters' jobs, lookup_jid reads master 2's returns."""
-    with relay_option(master_1, "read_scope", "all"):
+    with multimaster.relay_option(master_1, "read_scope", "all"):
         shown = listed(master_1, jobs, ha["reader"])
         answers = {jid: lookup(master_1, jid) for jid in jids_of(jobs, master_2)}
     record_property("list_jobs_scope_all", {master_1.id: shown})

@@ -63,10 +63,14 @@ def test_the_publish_load_is_the_record_and_a_return_load_never_replaces_it(stor
     assert relay_returner.get_load(store, settings, JID) == dict(PUBLISH, Minions=["m1", "m2"])
 
 
-def test_save_minions_creates_the_job_when_no_load_came_first(store, minion):
-    _, settings = minion
-    relay_returner.save_minions(store, settings, JID, ["m2", "m1"])  # before any load
-    assert relay_returner.get_load(store, settings, JID) == {"jid": JID, "Minions": ["m1", "m2"]}
+def test_save_minions_before_the_load_makes_no_job_and_joins_it_later(store, master):
+    """As in local_cache: no job without a load (a syndic's own job is not the top's), the minions wait for it."""
+    opts, settings = master
+    relay_returner.save_minions(store, settings, JID, ["m2", "m1"], syndic_id="syndic-1")
+    assert relay_returner.get_load(store, settings, JID) == {}
+    assert JID not in relay_returner.get_jids(store, settings)
+    relay_returner.save_load(store, settings, JID, PUBLISH, ["top-minion"], opts)
+    assert relay_returner.get_load(store, settings, JID) == dict(PUBLISH, Minions=["m1", "m2", "top-minion"])
 
 
 def test_save_minions_of_several_syndics_add_up_with_the_publish_list(store, master):
@@ -80,6 +84,19 @@ def test_save_minions_of_several_syndics_add_up_with_the_publish_list(store, mas
     with store.connect() as conn:
         reported = conn.exec_driver_sql("SELECT minion_id, syndic_id FROM job_minions ORDER BY minion_id").all()
     assert [tuple(row) for row in reported] == [("s1-a", "syndic-1"), ("s1-b", "syndic-1"), ("s2-a", "syndic-2")]
+
+
+def test_a_syndic_node_master_keeps_its_master_id_in_the_load_it_publishes(tmp_path, url, store):
+    """The load a syndic forwards up names the node master (as its payload did), unless it came down from a top."""
+    opts = {"__role": "master", "id": "node-1", "master_id": "node-1", "cachedir": str(tmp_path / "cache")}
+    settings = config.resolve(config.load({"database_url": url}), opts)
+    relay_returner.save_load(store, settings, JID, PUBLISH, ["m1"], opts)
+    assert relay_returner.get_load(store, settings, JID) == dict(PUBLISH, master_id="node-1", Minions=["m1"])
+    from_top = "20261125120000000002"
+    relayed = dict(PUBLISH, jid=from_top, kwargs={"master_id": "top"})
+    relay_returner.save_load(store, settings, from_top, relayed, ["m1"], opts)
+    everything = config.resolve(config.load({"database_url": url, "read_scope": "all"}), opts)
+    assert relay_returner.get_load(store, everything, from_top) == dict(relayed, Minions=["m1"])
 
 
 def test_on_a_master_a_load_the_database_refuses_is_kept_and_served(down, master, minion):
