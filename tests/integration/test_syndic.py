@@ -56,10 +56,13 @@ def tree(request):
     return Tree(request.param, f"relay-top-{suffix}", f"relay-syn-{suffix}", (f"relay-synm-a-{suffix}", f"relay-synm-b-{suffix}"))
 
 
+RELAY_ENGINE = [{"relay": {"batch_max_wait": 0.1}}]
+
+
 def relay_overrides(database_url):
     return {
         "master_job_cache": "relay",
-        "engines": [{"relay": {"batch_max_wait": 0.1}}],
+        "engines": RELAY_ENGINE,
         "relay": {"database_url": database_url},
         "loop_interval": 5,
         "log_level_logfile": "info",
@@ -109,6 +112,9 @@ def syndic(top, tree, database_url):
     factory = top.salt_syndic_daemon(
         tree.syndic_id,
         defaults={"interface": NODE_ADDRESS, "publish_port": publish_port},
+        # The syndic's config (master.d/syndic.conf) is also the node master's, and its engines
+        # list would replace the node master's: the relay engine goes in both.
+        overrides={"engines": RELAY_ENGINE},
         master_overrides={
             **relay_overrides(database_url),
             "interface": NODE_ADDRESS,
@@ -308,6 +314,10 @@ def test_store_totals(tree, top_jobs, node_job, reader):
         "jobs doubled": reader.rows(JOBS_DOUBLED),
         "returns doubled": reader.rows(RETURNS_DOUBLED),
         "events by master": reader.rows("SELECT master_id, count(*) FROM events GROUP BY master_id ORDER BY master_id"),
+        "engines": reader.rows("SELECT master_id, namespace, mode FROM relay_engines ORDER BY master_id"),
     }
     print(f"[{tree.syndic_mode}] syndic tree store: {totals}")
     assert totals["jobs doubled"] == totals["returns doubled"] == []
+    # Both engines ran and captured their own masters' buses.
+    assert {master_id for master_id, _, _ in totals["engines"]} == {tree.top_id, tree.syndic_id}
+    assert {master_id for master_id, _ in totals["events by master"]} == {tree.top_id, tree.syndic_id}
