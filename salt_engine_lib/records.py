@@ -172,8 +172,16 @@ def return_row(ret: Any, master_id: Optional[str] = None, now: Optional[datetime
     }
 
 
+#: Salt 3007+ marks the copy of an event a master-cluster peer forwarded with
+#: the sending peer's id (salt/channel/server.py, extract_cluster_event); the
+#: rest of the payload, ``_stamp`` included, is the original's.
+CLUSTER_PEER_MARK = "__peer_id"
+
+
 def content_key(tag: str, data: Any, namespace: Optional[str] = None) -> str:
     """Identity of an event: the same event redelivered, or captured by two masters of one cluster, gives the same key."""
+    if isinstance(data, dict) and CLUSTER_PEER_MARK in data:
+        data = {key: value for key, value in data.items() if key != CLUSTER_PEER_MARK}
     digest = hashlib.sha256()
     for part in (namespace or "", tag, jsonsafe.canonical_dumps(data)):
         digest.update(str(part).encode("utf-8", "surrogatepass"))

@@ -249,6 +249,12 @@ def test_content_key_identity():
     assert records.content_key("t", odd) == records.content_key("t", dict(odd))
 
 
+def test_a_cluster_peers_forwarded_copy_has_the_originals_content_key():
+    original = {"jid": "20261202183752150571", "_stamp": "2026-12-02T18:37:52.150571"}
+    forwarded = dict(original, __peer_id="127.0.0.2")  # what Salt 3007+ adds on the peer's bus
+    assert records.content_key("salt/job/x/new", forwarded, "cluster") == records.content_key("salt/job/x/new", original, "cluster")
+
+
 @pytest.mark.parametrize("tag", ["", None, 5])
 def test_event_row_needs_a_tag(tag):
     with pytest.raises(RecordError, match="non-empty string tag"):
