@@ -8,6 +8,8 @@ import pathlib
 
 import pytest
 
+from tests.support.databases import Reader
+
 
 @pytest.fixture(scope="module")
 def relay_db(tmp_path_factory):
@@ -57,3 +59,11 @@ def salt_run_cli(salt_master):
 @pytest.fixture(scope="module")
 def salt_call_cli(salt_minion):
     return salt_minion.salt_call_cli(timeout=90)
+
+
+@pytest.fixture(scope="module")
+def reader(database_url):
+    """A reader of the module's ``database_url`` fixture (a shared server database)."""
+    reader = Reader(database_url)
+    yield reader
+    reader.dispose()

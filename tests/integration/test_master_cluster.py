@@ -18,7 +18,7 @@ import pytest
 import salt.channel.server
 import salt.config
 
-from tests.support.databases import Reader, server_database
+from tests.support.databases import server_database
 from tests.support.ports import free_port
 from tests.support.waiting import wait_for
 
@@ -47,13 +47,6 @@ JOINS = hasattr(getattr(salt.channel.server, "MasterPubServerChannel", None), "_
 def database_url():
     with server_database("postgresql", prefix="relay_cluster") as url:
         yield url
-
-
-@pytest.fixture(scope="module")
-def reader(database_url):
-    reader = Reader(database_url)
-    yield reader
-    reader.dispose()
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ import pytest
 import salt.version
 
 from tests.integration import multimaster
-from tests.support.databases import Reader, server_database
+from tests.support.databases import server_database
 from tests.support.waiting import wait_for
 
 pytestmark = [
@@ -73,13 +73,6 @@ def relay_overrides(database_url):
 def database_url(tree):
     with server_database("mysql", prefix="relay_syndic") as url:
         yield url
-
-
-@pytest.fixture(scope="module")
-def reader(database_url):
-    reader = Reader(database_url)
-    yield reader
-    reader.dispose()
 
 
 @pytest.fixture(scope="module")
