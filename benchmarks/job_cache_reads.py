@@ -281,6 +281,8 @@ def master_minion(job_cache, extra_opts):
     """
     opts = salt.config.master_config("/dev/null")
     opts["master_job_cache"] = job_cache
+    # The master that stored the history reads it (relay's default read_scope is the master's own jobs).
+    opts["id"] = MASTER_ID
     opts.update(extra_opts)
     return salt.minion.MasterMinion(opts)
 

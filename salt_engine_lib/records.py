@@ -12,7 +12,7 @@ import hashlib
 import typing
 from typing import Any, Iterable, Optional
 
-from salt_engine_lib import jsonsafe
+from salt_engine_lib import jsonsafe, listing
 from salt_engine_lib.jids import jid_time, parse_stamp, utcnow
 from salt_engine_lib.errors import RecordError
 from salt_engine_lib.store.schema import FUN_LENGTH, JID_LENGTH, MINION_ID_LENGTH, NAMESPACE_LENGTH
@@ -103,8 +103,9 @@ def job_row(
 ) -> dict:
     load = dict(load or {})
     tgt = load.get("tgt")
+    jid = _checked_key("jid", jid, JID_LENGTH)
     return {
-        "jid": _checked_key("jid", jid, JID_LENGTH),
+        "jid": jid,
         "namespace": namespace_of(load, namespace if namespace is not None else master_id),
         # The publisher: a master-of-masters named in the load, else the capturing master.
         "master_id": _label(published_by(load) or master_id, MINION_ID_LENGTH),
@@ -115,6 +116,7 @@ def job_row(
         "user": _label(load.get("user"), 255),
         "load": load,
         "minions": sorted(str(m) for m in minions) if minions is not None else None,
+        "listing": listing.render(jid, load),
         "started_at": jid_time(jid),
         "ended_at": None,
         "stored_at": now or utcnow(),

@@ -267,41 +267,20 @@ def get_minions(store: Store, settings: relay_config.Settings) -> list[str]:
 
 
 def get_jids(store: Store, settings: relay_config.Settings) -> dict[str, dict]:
-    import salt.utils.jid  # here: Salt's loader has imported it already when it calls us
-
-    scope = queries.Scope.of(settings)
-
-    def every_job(conn):
-        return {
-            row.jid: _with_endtime(salt.utils.jid.format_jid_instance(row.jid, row.load), row)
-            for row in queries.iter_all_jobs(conn, scope=scope)
-        }
-
-    return store.read(every_job)
+    return store.read(queries.job_listing, queries.Scope.of(settings))
 
 
 def get_jids_filter(store: Store, settings: relay_config.Settings, count: int, filter_find_job: bool = True) -> list[dict]:
-    import salt.utils.jid  # here: Salt's loader has imported it already when it calls us
-
+    """The ``count`` newest jobs, oldest first, as ``format_jid_instance_ext`` (the listing entry and ``JID``)."""
     exclude = (FIND_JOB,) if filter_find_job else ()
     rows = store.read(queries.list_jobs, limit=count, exclude_funs=exclude, scope=queries.Scope.of(settings))
-    return [_with_endtime(salt.utils.jid.format_jid_instance_ext(row.jid, row.load), row) for row in reversed(rows)]
+    entries = queries.listing_entries(rows)
+    return [{**entries[row.jid], "JID": row.jid} for row in reversed(rows)]
 
 
 def get_endtime(store: Store, settings: relay_config.Settings, jid: str) -> Union[str, bool]:
     ended = store.read(queries.get_endtime, jid, queries.Scope.of(settings))
-    return _format_time(ended) if ended else False
-
-
-def _with_endtime(instance, row):
-    if row.ended_at:
-        instance["EndTime"] = _format_time(row.ended_at)
-    return instance
-
-
-def _format_time(when):
-    # Salt's jid_to_time format: "2026, Nov 22 18:16:33.638280"
-    return when.strftime("%Y, %b %d %H:%M:%S.%f")
+    return queries.salt_time(ended) if ended else False
 
 
 def _parse_jid_time(text):

@@ -115,9 +115,24 @@ class Store:
             return False
 
     def read(self, query: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        """Run one of :mod:`queries` on a fresh connection."""
-        with translate_errors(self.database_url), self._engine().connect() as conn:
-            return query(conn, *args, **kwargs)
+        """Run one of :mod:`queries` on a connection of the reads' pool.
+
+        That pool skips the ping on checkout, so a connection the server
+        dropped meanwhile (restart, wait_timeout) fails on first use: SQLAlchemy
+        then discards the whole pool, and the read, which changes nothing, runs
+        once more on a new connection.
+        """
+        self._engine()  # the schema checked once in this process
+        engine = connection.get_engine(self.database_url, self.ssl, for_reads=True)
+        with translate_errors(self.database_url):
+            try:
+                with engine.connect() as conn:
+                    return query(conn, *args, **kwargs)
+            except sqlalchemy.exc.DBAPIError as err:
+                if not err.connection_invalidated:
+                    raise
+            with engine.connect() as conn:
+                return query(conn, *args, **kwargs)
 
     def write(self, query: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """Run one of :mod:`queries`' writes in its own transaction."""

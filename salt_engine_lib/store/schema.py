@@ -28,6 +28,9 @@ from sqlalchemy.dialects import mysql, postgresql
 JSONDocument = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
 # MySQL's DATETIME drops microseconds unless asked for them.
 Timestamp = sa.DateTime().with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
+# A job's rendered listing entry (salt_engine_lib.listing) holds its arguments:
+# MySQL's TEXT stops at 64 KB.
+LongText = sa.Text().with_variant(mysql.LONGTEXT(), "mysql", "mariadb")
 # SQLite only autoincrements an INTEGER PRIMARY KEY.
 EventId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 
@@ -53,6 +56,9 @@ jobs = sa.Table(
     sa.Column("user", sa.String(255)),
     sa.Column("load", JSONDocument, nullable=False),
     sa.Column("minions", JSONDocument),
+    # The job's get_jids entry, '"<jid>":{...}', rendered when written
+    # (salt_engine_lib.listing); NULL for a row an older writer stored.
+    sa.Column("listing", LongText),
     sa.Column("started_at", Timestamp),
     sa.Column("ended_at", Timestamp),
     sa.Column("stored_at", Timestamp, nullable=False),

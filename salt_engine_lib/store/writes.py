@@ -89,7 +89,7 @@ def insert_ignoring_duplicates(conn: sa.Connection, table: sa.Table, rows: list[
 # What a job-cache return refreshes in a row the engine wrote from the bus.
 AUTHORITATIVE_RETURN_COLUMNS = ("fun", "ret", "retcode", "success", "document", "returned_at")
 # What the publish-time save_load refreshes in a job row written from a bus event.
-AUTHORITATIVE_JOB_COLUMNS = ("master_id", "fun", "tgt", "tgt_type", "user", "load", "minions")
+AUTHORITATIVE_JOB_COLUMNS = ("master_id", "fun", "tgt", "tgt_type", "user", "load", "minions", "listing")
 # What a newer report of an engine refreshes in its relay_engines row.
 ENGINE_REPORT_COLUMNS = ("namespace", "mode", "host", "version", "stats", "reported_at")
 

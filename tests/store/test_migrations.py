@@ -1,6 +1,7 @@
 """Schema management: Alembic on first use, explicit upgrades, the auto_upgrade switch."""
 
 import datetime
+import json
 import threading
 import time
 
@@ -185,3 +186,31 @@ def test_0002_downgrades_to_0001_with_its_rows(database_url):
         assert conn.execute(sa.text("SELECT count(*) FROM jobs")).scalar() == 2
         assert conn.execute(sa.text("SELECT count(*) FROM returns")).scalar() == 2
         assert "namespace" not in {column["name"] for column in sa.inspect(conn).get_columns("jobs")}
+
+
+def test_0003_renders_the_listing_of_existing_jobs_and_downgrades(database_url):
+    """Jobs stored before 0003 get their get_jids entry rendered by the upgrade, the same as a new write's."""
+    import salt.utils.jid
+
+    engine = connection.get_engine(database_url)
+    migrate.upgrade(engine, "0001")
+    with engine.begin() as conn:
+        _insert_0001_rows(conn)
+    migrate.upgrade(engine, "0002")
+    assert migrate.upgrade(engine, "0003") == ("0002", "0003")
+
+    with engine.connect() as conn:
+        rendered = dict(conn.execute(sa.text("SELECT jid, listing FROM jobs")).all())
+        listing = queries.job_listing(conn)
+    assert all(rendered.values())
+    expected = {row["jid"]: salt.utils.jid.format_jid_instance(row["jid"], json.loads(row["load"])) for row in _ROWS_0001["jobs"]}
+    assert listing == expected
+
+    with engine.connect() as conn:
+        from alembic import command
+
+        command.downgrade(migrate.alembic_config(conn), "0002")
+        conn.commit()
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM jobs")).scalar() == 2
+        assert "listing" not in {column["name"] for column in sa.inspect(conn).get_columns("jobs")}

@@ -11,7 +11,7 @@ import pytest
 import sqlalchemy as sa
 
 from salt_engine_lib import jids, records
-from salt_engine_lib.store import queries, retention, writes
+from salt_engine_lib.store import connection, queries, retention, writes
 from salt_engine_lib.store.schema import events, jobs, returns
 
 BASE = datetime.datetime(2026, 1, 2, 3, 4, 5)
@@ -274,8 +274,38 @@ def test_list_jobs_pages_newest_first(store):
     assert len(set(flat)) == 25
     first = store.read(queries.list_jobs, limit=10)[0]
     assert first.jid == all_jids[-1] and first.load["jid"] == all_jids[-1]
+
+
+def test_job_listing_is_salts_format_across_pages(store):
+    """get_jids' listing: Salt's format_jid_instance of each load plus EndTime, whatever page a job falls in.
+
+    Rows with no rendered listing (an older writer's) are rendered on read;
+    non-ASCII arguments survive the splice of EndTime into the stored text.
+    """
+    import salt.utils.jid
+
+    loads = {}
+    for i in range(25):
+        jid = jid_at(i)
+        loads[jid] = publish_load(jid, fun="cmd.run" if i % 2 else "test.arg", arg=[f"echo ünïcödé {i}", {"__kwarg__": True, "x": i}])
+    loads[jid_at(3)]["metadata"] = {"ticket": "OPS-1"}
+    loads[jid_at(4)]["tgt"] = ["m1", "m2"]
+    store.write_batch(jobs=[records.job_row(jid, load) for jid, load in loads.items()])
+    ended = {jid_at(i): BASE + datetime.timedelta(seconds=i, microseconds=7) for i in (0, 6, 7, 24)}
+    with store.engine.begin() as conn:
+        for jid, when in ended.items():
+            queries.set_endtime(conn, jid, when, "")
+        conn.execute(jobs.update().where(jobs.c.jid.in_([jid_at(1), jid_at(6), jid_at(13)])).values(listing=None))
+
+    expected = {}
+    for jid, load in loads.items():
+        expected[jid] = salt.utils.jid.format_jid_instance(jid, load)
+        if jid in ended:
+            expected[jid]["EndTime"] = ended[jid].strftime("%Y, %b %d %H:%M:%S.%f")
     with store.connect() as conn:
-        assert [row.jid for row in queries.iter_all_jobs(conn, page_size=7)] == flat
+        for page_size in (7, 25, 1000):
+            assert queries.job_listing(conn, page_size=page_size) == expected
+    assert expected[jid_at(6)]["EndTime"] == "2026, " + ended[jid_at(6)].strftime("%b %d %H:%M:%S") + ".000007"
 
 
 def test_list_jobs_time_bounds_and_excluded_functions(store):
@@ -600,3 +630,66 @@ def test_an_engine_report_replaces_only_an_older_one(store):
     newer = dict(new, reported_at="2026-01-02T03:05:00+00:00", stats={"captured": 3})
     store.write_rows(records.rows_from_event(records.ENGINE_REPORT_TAG, newer, "master-a"))
     assert store.read(queries.engines)[0].stats == {"captured": 3}
+
+
+def test_a_read_survives_its_pooled_connection_being_killed(store, database_url):
+    """The reads' pool checks out without a ping: a connection the server ended is replaced and the read retried.
+
+    The server really ends the session (KILL / pg_terminate_backend from an admin connection).
+    """
+    from tests.support import databases
+
+    dialect = store.engine.dialect.name
+    if dialect == "sqlite":
+        pytest.skip("SQLite has no server session to end")
+    write_job(store, jid_at(1))
+    session_of = {"mysql": "SELECT CONNECTION_ID()", "mariadb": "SELECT CONNECTION_ID()", "postgresql": "SELECT pg_backend_pid()"}[dialect]
+    session = store.read(lambda conn: conn.exec_driver_sql(session_of).scalar())
+    if dialect == "postgresql":
+        admin = databases.postgresql_admin()
+        admin.execute("SELECT pg_terminate_backend(%s)", (session,))
+    else:
+        admin = databases.mysql_admin()
+        admin.cursor().execute(f"KILL {int(session)}")
+    admin.close()
+    assert store.read(queries.get_load, jid_at(1))["fun"] == "test.ping"
+    assert store.read(lambda conn: conn.exec_driver_sql(session_of).scalar()) != session
+
+
+def test_get_jids_regression_guard_pages_by_key_and_reads_no_load(store, database_url):
+    """What made get_jids fast stays so (speed itself is measured in benchmarks/job_cache_reads.py).
+
+    Every job's entry comes from its rendered listing, a page per statement,
+    without reading one publish load; the page query reads the primary key
+    backwards (no sort of the table: the MariaDB plan that cost 4 s at
+    100,000 jobs once a scope fixed the namespace).
+    """
+    namespace = "guard-master"
+    rows = [records.job_row(jid_at(i / 100), publish_load(jid_at(i / 100)), master_id=namespace) for i in range(3000)]
+    store.write_batch(jobs=rows)
+    scope = queries.Scope("master", namespace, namespace)
+    engine = connection.get_engine(database_url, for_reads=True)
+    statements = []
+
+    def remember(_conn, _cursor, statement, *_args):
+        statements.append(statement)
+
+    sa.event.listen(engine, "before_cursor_execute", remember)
+    try:
+        listing = store.read(queries.job_listing, scope, page_size=1000)
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", remember)
+    assert len(listing) == 3000
+    pages = [statement for statement in statements if "listing" in statement]
+    assert len(pages) == 4  # 1000, 1000, 1000, then the empty page that ends it
+    assert not any("load" in statement.lower() for statement in statements)
+
+    dialect = store.engine.dialect.name
+    if dialect == "sqlite":
+        return
+    page = queries._job_page_query(1000, before=jid_at(20), scope=scope)
+    with store.engine.begin() as conn:
+        conn.exec_driver_sql("ANALYZE jobs" if dialect == "postgresql" else "ANALYZE TABLE jobs")
+        sql = str(page.compile(conn, compile_kwargs={"literal_binds": True}))
+        plan = " ".join(str(row) for row in conn.exec_driver_sql("EXPLAIN " + sql.replace("%", "%%")))
+    assert ("filesort" not in plan) if dialect != "postgresql" else ("Sort" not in plan), plan

@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from salt_engine_lib.store.writes import Rows
-from salt_engine_lib import jids, records
+from salt_engine_lib import jids, listing, records
 from salt_engine_lib.errors import RecordError
 
 JID = "20260102030405123456"
@@ -74,11 +74,25 @@ def test_job_row():
         "user": "root",
         "load": load,
         "minions": ["M3", "m1", "m2"],
+        "listing": listing.render(JID, load),
         "started_at": datetime.datetime(2026, 1, 2, 3, 4, 5, 123456),
         "ended_at": None,
         "stored_at": NOW,
     }
     assert row["load"] is not load  # a copy: later changes to the load do not leak in
+
+
+def test_listing_is_salts_get_jids_entry():
+    import salt.utils.jid
+
+    load = {"jid": JID, "fun": "state.apply", "arg": ["web", {"__kwarg__": True, "test": True}], "tgt": "*", "metadata": {"t": "ünï"}}
+    member = listing.render(JID, load)
+    assert member.startswith(f'"{JID}":{{') and member.endswith("}")
+    assert listing.parse(member) == {JID: salt.utils.jid.format_jid_instance(JID, load)}
+    assert listing.parse(member + "," + listing.render("2", {})) == {
+        JID: salt.utils.jid.format_jid_instance(JID, load),
+        "2": salt.utils.jid.format_jid_instance("2", {}),
+    }
 
 
 def test_job_row_edge_cases():

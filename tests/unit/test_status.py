@@ -9,6 +9,7 @@ import time
 import pytest
 
 from salt_engine_lib import paths
+from salt_engine_lib.store import migrate
 
 SALT_RELAY = str(pathlib.Path(sys.executable).with_name("salt-relay"))
 
@@ -53,9 +54,9 @@ def test_global_options_before_or_after_the_subcommand(master_dir, place):
     options = ["-c", str(master_dir), "-l", "error"]
     upgrade = salt_relay(*options, "db", "upgrade") if place == "before" else salt_relay("db", "upgrade", *options)
     assert upgrade.returncode == 0, upgrade.stderr
-    assert "schema empty -> 0002" in upgrade.stdout
+    assert f"schema empty -> {migrate.head_revision()}" in upgrade.stdout
     current = salt_relay("db", "current", "-c", str(master_dir)) if place == "after" else salt_relay("-c", str(master_dir), "db", "current")
-    assert current.returncode == 0 and "database: 0002" in current.stdout, current.stderr
+    assert current.returncode == 0 and f"database: {migrate.head_revision()}" in current.stdout, current.stderr
     worker = salt_relay("worker", "-c", str(master_dir), "--database-url", f"sqlite:///{master_dir / 'w.db'}")
     assert worker.returncode == 1 and "relay:broker_url is not set" in worker.stderr  # the options were read
     url = f"sqlite:///{master_dir / 'other.db'}"
@@ -76,7 +77,15 @@ def test_healthy_embedded_engine_is_exit_0_with_the_greppable_words(master_dir):
     write_engine_stats(master_dir)
     result = salt_relay("status", "-c", str(master_dir))
     assert result.returncode == 0, result.stdout + result.stderr
-    for word in ("captured 120", "kept 100", "filtered 20", "duplicate 15", "stored 100", "lag 0.0 s", "schema 0002 (code 0002)"):
+    for word in (
+        "captured 120",
+        "kept 100",
+        "filtered 20",
+        "duplicate 15",
+        "stored 100",
+        "lag 0.0 s",
+        f"schema {migrate.head_revision()} (code {migrate.head_revision()})",
+    ):
         assert word in result.stdout, result.stdout
     assert "WARN" not in result.stdout
     report = json.loads(salt_relay("status", "--json", "-c", str(master_dir)).stdout)
