@@ -164,7 +164,7 @@ def db_upgrade(obj: Context, revision: str) -> None:
     with reported_as_click_errors():
         store = obj.store(auto_upgrade=False)
         with translate_errors(store.database_url):
-            before, after = migrate.upgrade(store.engine, revision)
+            before, after = migrate.upgrade(store.engine, revision, legacy_views=obj.config.legacy_views)
     click.echo(f"{mask_url(store.database_url)}: schema {before or 'empty'} -> {after}")
 
 

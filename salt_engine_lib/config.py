@@ -233,6 +233,10 @@ class RelayConfig:
     #: ``cluster`` (every job of its master cluster), ``all`` (every job in the store).
     #: None: ``cluster`` on a master with a ``cluster_id``, else ``master``; ``all`` on a minion.
     read_scope: Optional[str] = option(None, _one_of("read_scope", READ_SCOPES))
+    #: saltext-mysql's tables ``jids``, ``salt_returns``, ``salt_events`` as views of the relay tables, for
+    #: its readers (Alcali); every master's rows. ``salt-relay db upgrade`` creates them (drops them when
+    #: false), the automatic upgrade creates missing ones. Refused where a table has one of those names.
+    legacy_views: bool = option(False, _bool)
 
     def describe(self) -> dict[str, Any]:
         """A printable dict, with passwords masked."""

@@ -46,3 +46,7 @@ class DecodeError(RelayError):
 
 class CaptureStopped(RelayError):
     """A thread the engine needs (the bus reader above all) stopped: the engine exits so Salt restarts it."""
+
+
+class LegacyViewConflict(ConfigError):
+    """``relay:legacy_views`` is on, but a table (not a view) named jids, salt_returns or salt_events exists."""

@@ -32,6 +32,7 @@ STORE_KEYS = (
     "keep_jobs_seconds",
     "keep_events_seconds",
     "cleanup_chunk_size",
+    "legacy_views",
 )
 
 

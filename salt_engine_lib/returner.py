@@ -77,7 +77,7 @@ def _relay_config(opts, salt_functions=None, ret=None):
 def store_for(settings: relay_config.Settings) -> Store:
     """The process's :class:`Store` for these settings (cached by URL). Creating it opens nothing."""
     config = settings.config
-    key = (os.getpid(), settings.database_url, repr(config.database_ssl), config.auto_upgrade)
+    key = (os.getpid(), settings.database_url, repr(config.database_ssl), config.auto_upgrade, config.legacy_views)
     store = _stores.get(key)
     if store is None:
         with _stores_lock:

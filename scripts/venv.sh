@@ -61,6 +61,13 @@ fi
 
 echo "installing salt-relay into $VENV (pip install -c $constraints -e .${EXTRAS:+[$EXTRAS]})"
 quiet_pip -c "$constraints" -e ".${EXTRAS:+[$EXTRAS]}"
+if [[ ,$EXTRAS, == *,test,* ]]; then
+    # The tests check the saltext-mysql views and import a saltext-mysql
+    # database through saltext-mysql's own returner. It requires salt: without
+    # --no-deps pip could replace the Salt of the venv (its returner needs
+    # nothing else).
+    quiet_pip --no-deps -c "$constraints" saltext-mysql
+fi
 
 seen=$(installed_salt)
 if [[ $seen != "$SALT_VERSION" ]]; then

@@ -43,10 +43,11 @@ class Store:
     its first write.
     """
 
-    def __init__(self, database_url: str, ssl: Optional[dict] = None, auto_upgrade: bool = True) -> None:
+    def __init__(self, database_url: str, ssl: Optional[dict] = None, auto_upgrade: bool = True, legacy_views: bool = False) -> None:
         self.database_url = database_url
         self.ssl = ssl
         self.auto_upgrade = auto_upgrade
+        self.legacy_views = legacy_views  # relay:legacy_views (store/legacy_views.py)
         self._checked_pid = None
 
     def __repr__(self):
@@ -57,7 +58,10 @@ class Store:
         """The store of these :class:`config.Settings` (``auto_upgrade`` overrides the configured one)."""
         config = settings.config
         return cls(
-            settings.database_url, ssl=config.database_ssl, auto_upgrade=config.auto_upgrade if auto_upgrade is None else auto_upgrade
+            settings.database_url,
+            ssl=config.database_ssl,
+            auto_upgrade=config.auto_upgrade if auto_upgrade is None else auto_upgrade,
+            legacy_views=config.legacy_views,
         )
 
     @property
@@ -70,7 +74,7 @@ class Store:
         engine = self.engine
         with translate_errors(self.database_url):
             if self.auto_upgrade:
-                migrate.ensure_current(engine)
+                migrate.ensure_current(engine, legacy_views=self.legacy_views)
             elif migrate.current_revision(engine) != migrate.head_revision():
                 raise StoreError(
                     f"the database {mask_url(self.database_url)} is not at schema revision "

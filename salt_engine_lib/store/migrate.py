@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Optional
 import sqlalchemy
 from sqlalchemy import text
 
+from salt_engine_lib.store import legacy_views as saltext_mysql_views
 from salt_engine_lib.urls import mask_url
 
 if TYPE_CHECKING:
@@ -32,7 +33,7 @@ _MIGRATIONS_DIR = pathlib.Path(__file__).resolve().parent / "migrations"
 _PG_LOCK_ID = 7_275_480_633
 _MYSQL_LOCK_NAME = "salt_relay_schema_upgrade"
 #: The newest migration in migrations/versions (tests/store/test_migrations.py checks it against Alembic's head).
-HEAD_REVISION = "0003"
+HEAD_REVISION = "0004"
 
 
 def alembic_config(connection: Optional[sqlalchemy.Connection] = None) -> Config:
@@ -95,15 +96,22 @@ def _upgrade_lock(engine, conn):
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def upgrade(engine: sqlalchemy.Engine, revision: str = "head") -> tuple[Optional[str], Optional[str]]:
-    """Apply migrations up to ``revision``; returns (before, after)."""
+def upgrade(engine: sqlalchemy.Engine, revision: str = "head", legacy_views: Optional[bool] = None) -> tuple[Optional[str], Optional[str]]:
+    """Apply migrations up to ``revision``; returns (before, after).
+
+    ``legacy_views`` (relay:legacy_views, store/legacy_views.py): True
+    (re)creates saltext-mysql's views, False drops them, None keeps them as
+    they were. They are dropped around the migrations either way.
+    """
     from alembic import command
 
     # Commit before the lock is released, so the next process to get it sees the new revision.
     with engine.connect() as conn:
         with _upgrade_lock(engine, conn):
             before = _revision_of(conn)
+            had_views = saltext_mysql_views.before_upgrade(conn, legacy_views)
             command.upgrade(alembic_config(conn), revision)
+            saltext_mysql_views.after_upgrade(conn, legacy_views, had_views)
             after = _revision_of(conn)
             conn.commit()
     if before != after:
@@ -113,7 +121,18 @@ def upgrade(engine: sqlalchemy.Engine, revision: str = "head") -> tuple[Optional
     return before, after
 
 
-def ensure_current(engine: sqlalchemy.Engine) -> None:
-    """Upgrade if behind; cheap (one SELECT) when the schema is current."""
+def ensure_current(engine: sqlalchemy.Engine, legacy_views: bool = False) -> None:
+    """Upgrade if behind; cheap (one SELECT, and a catalog query with ``legacy_views``) when the schema is current.
+
+    ``legacy_views`` creates saltext-mysql's views if they are missing; this
+    path never drops them (a process whose config lacks the key must not
+    remove views that others read).
+    """
+    wanted = True if legacy_views else None
     if current_revision(engine) != head_revision():
-        upgrade(engine)
+        upgrade(engine, legacy_views=wanted)
+    elif legacy_views:
+        with engine.connect() as conn:
+            missing = saltext_mysql_views.missing(conn)
+        if missing:
+            upgrade(engine, legacy_views=True)

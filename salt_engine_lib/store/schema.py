@@ -84,6 +84,10 @@ returns = sa.Table(
     sa.Index("ix_returns_minion_jid", "minion_id", "jid"),
     sa.Index("ix_returns_fun_minion_jid", "fun", "minion_id", "jid"),
     sa.Index("ix_returns_success_jid", "success", "jid"),
+    # salt_returns.alter_time of the saltext-mysql views (store/legacy_views.py): a minion's
+    # newest returns, every minion's newest, returns since T (what Alcali reads).
+    sa.Index("ix_returns_minion_returned_at", "minion_id", "returned_at"),
+    sa.Index("ix_returns_returned_at", "returned_at"),
 )
 
 events = sa.Table(
