@@ -234,8 +234,12 @@ def _listing_member():
 def job_listing(conn: sa.Connection, scope: Scope = EVERY_ROW, page_size: int = LISTING_PAGE_SIZE) -> dict[str, dict]:
     """Every job as Salt's ``get_jids`` answers it: ``{jid: format_jid_instance(jid, load) + EndTime}``.
 
-    Read in keyset pages, newest first. With two namespaces' jobs under one
-    jid (``all`` scope), one of them answers.
+    Newest first, in pages of about ``page_size`` jobs: the page's oldest
+    jid is found on the primary key (``LIMIT 1 OFFSET page_size - 1``), then
+    the page's members are aggregated over that key range. An aggregate
+    over a ``LIMIT`` subquery instead makes MariaDB copy the page into a
+    temporary table first, which took half again as long. With two
+    namespaces' jobs under one jid (``all`` scope), one of them answers.
     """
     if conn.dialect.name in ("mysql", "mariadb"):
         conn.exec_driver_sql(f"SET SESSION group_concat_max_len = {_MYSQL_AGGREGATE_LIMIT}")
@@ -243,35 +247,31 @@ def job_listing(conn: sa.Connection, scope: Scope = EVERY_ROW, page_size: int = 
     before = None
     with _collector_paused():
         while True:
-            page = (
-                _job_page_query(page_size, before=before, scope=scope)
-                .with_only_columns(jobs.c.jid, _listing_member().label("member"))
-                .subquery()
+            newer = scope.apply(sa.select(jobs.c.jid), jobs)
+            if before is not None:
+                newer = newer.where(jobs.c.jid < before)
+            oldest = conn.execute(newer.order_by(jobs.c.jid.desc()).limit(1).offset(page_size - 1)).scalar()
+            page = newer if oldest is None else newer.where(jobs.c.jid >= oldest)
+            member = _listing_member()
+            summary = page.with_only_columns(
+                sa.func.count(), sa.func.count(member), sa.func.count(sa.distinct(jobs.c.jid)), _joined(member)
             )
-            summary = sa.select(sa.func.count(), sa.func.count(page.c.member), sa.func.min(page.c.jid), _joined(page.c.member))
-            count, rendered, oldest, members = conn.execute(summary).one()
-            if count:
-                entries = listing.parse(members) if members else {}
-                if rendered < count:
-                    entries.update(_render_on_read(conn, oldest, before, scope))
-                if len(entries) < count and _distinct_jids(conn, page) != len(entries):
-                    raise StoreError(f"job listing page of {count} jobs decoded to {len(entries)} entries")
-                answer.update(entries)
-            if count < page_size:
+            rows, rendered, jobs_in_page, members = conn.execute(summary).one()
+            entries = listing.parse(members) if members else {}
+            if rendered < rows:
+                entries.update(_render_on_read(conn, page))
+            if len(entries) != jobs_in_page:
+                raise StoreError(f"the job listing page of {jobs_in_page} jobs decoded to {len(entries)} entries")
+            answer.update(entries)
+            if oldest is None:
                 return answer
             before = oldest
 
 
-def _render_on_read(conn, oldest, before, scope):
-    """Entries of the page's jobs (``oldest <= jid < before``) that an older writer stored without a listing."""
-    query = sa.select(jobs.c.jid, jobs.c.load, jobs.c.listing, jobs.c.ended_at).where(jobs.c.jid >= oldest, jobs.c.listing.is_(None))
-    if before is not None:
-        query = query.where(jobs.c.jid < before)
-    return listing_entries(conn.execute(scope.apply(query, jobs)))
-
-
-def _distinct_jids(conn, page):
-    return conn.execute(sa.select(sa.func.count(sa.distinct(page.c.jid)))).scalar()
+def _render_on_read(conn, page):
+    """Entries of the page's jobs that an older writer stored without a listing."""
+    query = page.with_only_columns(jobs.c.jid, jobs.c.load, jobs.c.listing, jobs.c.ended_at).where(jobs.c.listing.is_(None))
+    return listing_entries(conn.execute(query))
 
 
 @contextlib.contextmanager
