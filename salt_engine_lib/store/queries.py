@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import gc
 from typing import TYPE_CHECKING, Iterable, Optional
 
@@ -73,11 +74,7 @@ def get_load(conn: sa.Connection, jid: str, scope: Scope = EVERY_ROW) -> dict:
 
     One round trip: the syndics' minions (job_minions) come joined, a row each.
     """
-    reported = job_minions.c.minion_id.label("reported")
-    joined = jobs.outerjoin(job_minions, sa.and_(job_minions.c.jid == jobs.c.jid, job_minions.c.namespace == jobs.c.namespace))
-    query = scope.apply(sa.select(jobs.c.namespace, jobs.c.load, jobs.c.minions, reported).select_from(joined), jobs)
-    # Two masters' jobs may share a jid in the "all" scope: the first namespace answers.
-    rows = conn.execute(query.where(jobs.c.jid == str(jid)).order_by(jobs.c.namespace)).all()
+    rows = conn.execute(_load_statement(scope), {"jid": str(jid)}).all()
     if not rows:
         return {}
     first = rows[0]
@@ -89,12 +86,29 @@ def get_load(conn: sa.Connection, jid: str, scope: Scope = EVERY_ROW) -> dict:
     return load
 
 
+# The point reads' statements are built once per scope: building one costs
+# about as much as SQLAlchemy's cached compile and execute of it.
+
+
+@functools.lru_cache(maxsize=32)
+def _load_statement(scope):
+    reported = job_minions.c.minion_id.label("reported")
+    joined = jobs.outerjoin(job_minions, sa.and_(job_minions.c.jid == jobs.c.jid, job_minions.c.namespace == jobs.c.namespace))
+    query = scope.apply(sa.select(jobs.c.namespace, jobs.c.load, jobs.c.minions, reported).select_from(joined), jobs)
+    # Two masters' jobs may share a jid in the "all" scope: the first namespace answers.
+    return query.where(jobs.c.jid == sa.bindparam("jid")).order_by(jobs.c.namespace)
+
+
+@functools.lru_cache(maxsize=32)
+def _returns_statement(scope):
+    query = sa.select(returns.c.minion_id, returns.c.ret, returns.c.document).where(returns.c.jid == sa.bindparam("jid"))
+    return scope.apply(query, returns).order_by(returns.c.minion_id, returns.c.namespace)
+
+
 def get_jid(conn: sa.Connection, jid: str, scope: Scope = EVERY_ROW) -> dict:
     """``{minion_id: {"return": ..., "retcode": ..., "success": ..., "out": ...}}``."""
-    query = sa.select(returns.c.minion_id, returns.c.ret, returns.c.document).where(returns.c.jid == str(jid))
-    rows = conn.execute(scope.apply(query, returns).order_by(returns.c.minion_id, returns.c.namespace))
     result = {}
-    for row in rows:
+    for row in conn.execute(_returns_statement(scope), {"jid": str(jid)}):
         if row.minion_id in result:
             continue  # "all" scope: another master's job with the same jid
         entry = {"return": row.ret}
@@ -104,6 +118,7 @@ def get_jid(conn: sa.Connection, jid: str, scope: Scope = EVERY_ROW) -> dict:
     return result
 
 
+@functools.lru_cache(maxsize=64)  # the newest-jobs page of get_jids_filter, mostly: see _load_statement
 def _job_page_query(limit, before=None, start=None, end=None, exclude_funs=(), scope=EVERY_ROW):
     query = scope.apply(
         sa.select(jobs.c.jid, jobs.c.namespace, jobs.c.master_id, jobs.c.load, jobs.c.minions, jobs.c.listing, jobs.c.ended_at), jobs
@@ -137,7 +152,7 @@ def list_jobs(
 
     ``start``/``end`` are naive UTC datetimes bounding the job start time.
     """
-    return list(conn.execute(_job_page_query(limit, before, start, end, exclude_funs, scope)))
+    return list(conn.execute(_job_page_query(limit, before, start, end, tuple(exclude_funs), scope)))
 
 
 # -- the full job listing (get_jids) ---------------------------------------------
@@ -145,7 +160,8 @@ def list_jobs(
 # a page of entries is one string aggregated by the database and decoded by one
 # json.loads, which is what makes the listing of every job fast.
 
-LISTING_PAGE_SIZE = 2000
+# Jobs per page: 5,000 of the benchmark's were 1 MB of text, 7 ms to decode.
+LISTING_PAGE_SIZE = 5000
 # MariaDB cuts GROUP_CONCAT at group_concat_max_len (1 MiB by default), and
 # a whole page can be bigger; the row itself stays bound by max_allowed_packet.
 _MYSQL_AGGREGATE_LIMIT = 1 << 30
@@ -234,44 +250,65 @@ def _listing_member():
 def job_listing(conn: sa.Connection, scope: Scope = EVERY_ROW, page_size: int = LISTING_PAGE_SIZE) -> dict[str, dict]:
     """Every job as Salt's ``get_jids`` answers it: ``{jid: format_jid_instance(jid, load) + EndTime}``.
 
-    Newest first, in pages of about ``page_size`` jobs: the page's oldest
-    jid is found on the primary key (``LIMIT 1 OFFSET page_size - 1``), then
-    the page's members are aggregated over that key range. An aggregate
-    over a ``LIMIT`` subquery instead makes MariaDB copy the page into a
-    temporary table first, which took half again as long. With two
-    namespaces' jobs under one jid (``all`` scope), one of them answers.
+    With two namespaces' jobs under one jid (``all`` scope), one of them answers.
+    """
+    answer: dict[str, dict] = {}
+    with _collector_paused():
+        for page in _listing_pages(conn, scope, page_size):
+            entries = listing.parse(page.members) if page.members else {}
+            entries.update(listing_entries(page.unrendered))
+            if len(entries) != page.jobs:
+                raise StoreError(f"the job listing page of {page.jobs} jobs decoded to {len(entries)} entries")
+            answer.update(entries)
+    return answer
+
+
+@dataclasses.dataclass
+class _ListingPage:
+    jobs: int  # distinct jids in the page
+    members: Optional[str]  # the rendered members, joined by commas
+    unrendered: list  # rows of jobs an older writer stored without a listing (jid, load, listing, ended_at)
+
+
+def _listing_pages(conn, scope, page_size):
+    """The listing's pages, newest first, fetched (every database round trip of job_listing is here).
+
+    A page is about ``page_size`` jobs: its oldest jid is found on the primary
+    key (``LIMIT 1 OFFSET page_size - 1``), then its members are aggregated
+    over that key range. An aggregate over a ``LIMIT`` subquery instead made
+    MariaDB copy the page into a temporary table first: half again as long.
     """
     if conn.dialect.name in ("mysql", "mariadb"):
         conn.exec_driver_sql(f"SET SESSION group_concat_max_len = {_MYSQL_AGGREGATE_LIMIT}")
-    answer: dict[str, dict] = {}
     before = None
-    with _collector_paused():
-        while True:
-            newer = scope.apply(sa.select(jobs.c.jid), jobs)
-            if before is not None:
-                newer = newer.where(jobs.c.jid < before)
-            oldest = conn.execute(newer.order_by(jobs.c.jid.desc()).limit(1).offset(page_size - 1)).scalar()
-            page = newer if oldest is None else newer.where(jobs.c.jid >= oldest)
-            member = _listing_member()
-            summary = page.with_only_columns(
-                sa.func.count(), sa.func.count(member), sa.func.count(sa.distinct(jobs.c.jid)), _joined(member)
-            )
-            rows, rendered, jobs_in_page, members = conn.execute(summary).one()
-            entries = listing.parse(members) if members else {}
-            if rendered < rows:
-                entries.update(_render_on_read(conn, page))
-            if len(entries) != jobs_in_page:
-                raise StoreError(f"the job listing page of {jobs_in_page} jobs decoded to {len(entries)} entries")
-            answer.update(entries)
-            if oldest is None:
-                return answer
-            before = oldest
+    while True:
+        bounds = {"before": before} if before is not None else {}
+        oldest = conn.execute(_listing_statement(scope, "bound", page_size, before is not None), bounds).scalar()
+        if oldest is not None:
+            bounds["oldest"] = oldest
+        kinds = (scope, page_size, before is not None, oldest is not None)
+        rows, rendered, jobs_in_page, members = conn.execute(_listing_statement(scope, "aggregate", *kinds[1:]), bounds).one()
+        unrendered = conn.execute(_listing_statement(scope, "unrendered", *kinds[1:]), bounds).all() if rendered < rows else []
+        yield _ListingPage(jobs_in_page, members, unrendered)
+        if oldest is None:
+            return
+        before = oldest
 
 
-def _render_on_read(conn, page):
-    """Entries of the page's jobs that an older writer stored without a listing."""
-    query = page.with_only_columns(jobs.c.jid, jobs.c.load, jobs.c.listing, jobs.c.ended_at).where(jobs.c.listing.is_(None))
-    return listing_entries(conn.execute(query))
+@functools.lru_cache(maxsize=64)
+def _listing_statement(scope, kind, page_size, before, oldest=False):
+    """One of the listing's statements, built once (as _load_statement), bound by :before and :oldest."""
+    query = scope.apply(sa.select(jobs.c.jid), jobs)
+    if before:
+        query = query.where(jobs.c.jid < sa.bindparam("before"))
+    if kind == "bound":
+        return query.order_by(jobs.c.jid.desc()).limit(1).offset(page_size - 1)
+    if oldest:
+        query = query.where(jobs.c.jid >= sa.bindparam("oldest"))
+    if kind == "unrendered":
+        return query.with_only_columns(jobs.c.jid, jobs.c.load, jobs.c.listing, jobs.c.ended_at).where(jobs.c.listing.is_(None))
+    member = _listing_member()
+    return query.with_only_columns(sa.func.count(), sa.func.count(member), sa.func.count(sa.distinct(jobs.c.jid)), _joined(member))
 
 
 @contextlib.contextmanager
