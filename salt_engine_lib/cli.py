@@ -191,6 +191,83 @@ def db_purge(obj: Context) -> None:
     click.echo(json.dumps(removed))
 
 
+@main.group("import")
+def import_() -> None:
+    """Import an existing job cache into the relay store (idempotent: a re-run adds only what is missing).
+
+    Jobs go to the namespace of the master whose config -c names. Exit
+    status: 0 done, 3 done with refused items (each in the --refused file),
+    1 error (a re-run resumes).
+    """
+
+
+def _import_options(command):
+    options = [
+        click.option(
+            "--batch-size",
+            default=1000,
+            show_default=True,
+            type=click.IntRange(1, 1_000_000),
+            help="Rows per transaction (a job is never split).",
+        ),
+        click.option(
+            "--refused",
+            "refused_path",
+            default=None,
+            metavar="PATH",
+            help="JSON-lines file for refused items [default: ./salt-relay-import-<source>-<UTC time>.refused.jsonl].",
+        ),
+        click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON."),
+        click.option(
+            "--progress-interval",
+            default=10.0,
+            show_default=True,
+            type=click.FloatRange(min=0),
+            metavar="S",
+            help="Seconds between progress lines when stderr is not a terminal.",
+        ),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def _import_summary(tally, as_json: bool) -> None:
+    click.echo(json.dumps(tally.document()) if as_json else tally.render())
+    if tally.refused_path and sum(tally.refused.values()):
+        sys.exit(3)
+
+
+@import_.command("local-cache")
+@click.option("--jobs-dir", default=None, metavar="PATH", help="local_cache's jobs dir [default: <cachedir>/jobs of the master config].")
+@_import_options
+@click.pass_obj
+def import_local_cache(
+    obj: Context, jobs_dir: Optional[str], batch_size: int, refused_path: Optional[str], as_json: bool, progress_interval: float
+) -> None:
+    """Import Salt's local_cache job cache, read as local_cache itself answers it."""
+    from salt_engine_lib.importers import common, local_cache  # here: loads Salt
+
+    with reported_as_click_errors():
+        options = common.Options(batch_size, refused_path, progress_interval)
+        tally = local_cache.import_into(obj.store(), obj.settings, obj.opts, jobs_dir, options)
+    _import_summary(tally, as_json)
+
+
+@import_.command("mysql")
+@click.argument("url")
+@_import_options
+@click.pass_obj
+def import_mysql(obj: Context, url: str, batch_size: int, refused_path: Optional[str], as_json: bool, progress_interval: float) -> None:
+    """Import a saltext-mysql database (SQLAlchemy URL; mysql:// uses PyMySQL)."""
+    from salt_engine_lib.importers import common, saltext_mysql
+
+    with reported_as_click_errors():
+        options = common.Options(batch_size, refused_path, progress_interval)
+        tally = saltext_mysql.import_into(obj.store(), obj.settings, url, options)
+    _import_summary(tally, as_json)
+
+
 @main.command()
 @click.option("--concurrency", default=1, show_default=True, type=click.IntRange(1, 64), help="Worker processes.")
 @click.option("--queue", "queue_name", default=None, help="Queue to consume (default relay:queue).")

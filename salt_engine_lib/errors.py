@@ -48,5 +48,9 @@ class CaptureStopped(RelayError):
     """A thread the engine needs (the bus reader above all) stopped: the engine exits so Salt restarts it."""
 
 
+class ImportSourceError(RelayError):
+    """``salt-relay import``: the source (a jobs dir, a saltext-mysql database) cannot be read at all."""
+
+
 class LegacyViewConflict(ConfigError):
     """``relay:legacy_views`` is on, but a table (not a view) named jids, salt_returns or salt_events exists."""
