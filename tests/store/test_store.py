@@ -699,3 +699,21 @@ def test_get_jids_regression_guard_pages_by_key_and_reads_no_load(store, databas
         for statement, parameters in [*bounds[1:2], (filter_sql, None)]:
             plan = " ".join(str(row) for row in conn.exec_driver_sql("EXPLAIN " + statement, parameters))
             assert sorted_marker not in plan, plan
+
+
+def test_job_listing_with_two_masters_jobs_under_one_jid(store):
+    """The "all" scope lists a jid two independent masters both generated once; each master's scope, its own."""
+    jid = jid_at(1)
+    store.write_batch(
+        jobs=[
+            records.job_row(jid, publish_load(jid, fun="test.ping"), master_id="m-1"),
+            records.job_row(jid, publish_load(jid, fun="test.arg"), master_id="m-2"),
+            records.job_row(jid_at(2), publish_load(jid_at(2)), master_id="m-2"),
+        ]
+    )
+    with store.connect() as conn:
+        everything = queries.job_listing(conn, page_size=1)
+        own = {master: queries.job_listing(conn, queries.Scope("master", master, master), page_size=1) for master in ("m-1", "m-2")}
+    assert set(everything) == {jid, jid_at(2)} and everything[jid]["Function"] in ("test.ping", "test.arg")
+    assert own["m-1"] == {jid: everything[jid] | {"Function": "test.ping"}}
+    assert set(own["m-2"]) == {jid, jid_at(2)} and own["m-2"][jid]["Function"] == "test.arg"
