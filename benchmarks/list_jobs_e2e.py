@@ -86,13 +86,7 @@ from tests.support.stats import nearest_rank  # noqa: E402
 
 from _results import log  # noqa: E402
 
-VARIANTS = {  # key -> table label
-    "relay-mariadb": "relay, MariaDB",
-    "relay-postgresql": "relay, PostgreSQL",
-    "relay-sqlite": "relay, SQLite",
-    "saltext-mysql": "saltext-mysql, MariaDB",
-    "local_cache": "local_cache",
-}
+VARIANTS = job_cache_reads.VARIANTS  # key -> table label
 TOOLS = ("salt-run jobs.list_jobs", "salt-api GET /jobs")
 API_USER = "benchuser"
 SALTEXT = VARIANTS["saltext-mysql"]

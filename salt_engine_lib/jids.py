@@ -9,6 +9,9 @@ import datetime
 from typing import Any, Optional
 
 _JID_FORMAT = "%Y%m%d%H%M%S%f"
+#: Salt's jid_to_time format, ``2026, Nov 22 18:16:33.638280``: local_cache's ``endtime`` files and the
+#: returner API's ``StartTime``/``EndTime``.
+SALT_TIME_FORMAT = "%Y, %b %d %H:%M:%S.%f"
 
 
 def utcnow() -> datetime.datetime:
@@ -19,6 +22,19 @@ def jid_time(jid: Any) -> Optional[datetime.datetime]:
     """Start time encoded in a Salt jid (naive UTC), or None."""
     try:
         return datetime.datetime.strptime(str(jid)[:20], _JID_FORMAT)
+    except ValueError:
+        return None
+
+
+def format_salt_time(when: datetime.datetime) -> str:
+    """``when`` in :data:`SALT_TIME_FORMAT` (what the listing's SQL renders too)."""
+    return when.strftime(SALT_TIME_FORMAT)
+
+
+def parse_salt_time(text: Any) -> Optional[datetime.datetime]:
+    """A :data:`SALT_TIME_FORMAT` string -> datetime, or None."""
+    try:
+        return datetime.datetime.strptime(str(text).strip(), SALT_TIME_FORMAT)
     except ValueError:
         return None
 

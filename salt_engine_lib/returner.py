@@ -7,7 +7,6 @@ directly. Shapes follow Salt's ``local_cache`` so every ``jobs.*`` runner and
 
 from __future__ import annotations
 
-import datetime
 import logging
 import os
 import threading
@@ -223,7 +222,7 @@ def _store_events(store, settings, events):
 def update_endtime(store: Store, settings: relay_config.Settings, jid: str, time: Any) -> None:
     import salt.utils.jid  # here: Salt's loader has imported it already when it calls us
 
-    ended = _parse_jid_time(time) or jids.jid_time(salt.utils.jid.gen_jid({}))
+    ended = jids.parse_salt_time(time) or jids.jid_time(salt.utils.jid.gen_jid({}))
     store.write(queries.set_endtime, jid, ended, settings.namespace)
 
 
@@ -280,11 +279,4 @@ def get_jids_filter(store: Store, settings: relay_config.Settings, count: int, f
 
 def get_endtime(store: Store, settings: relay_config.Settings, jid: str) -> Union[str, bool]:
     ended = store.read(queries.get_endtime, jid, queries.Scope.of(settings))
-    return queries.salt_time(ended) if ended else False
-
-
-def _parse_jid_time(text):
-    try:
-        return datetime.datetime.strptime(str(text), "%Y, %b %d %H:%M:%S.%f")
-    except ValueError:
-        return None
+    return jids.format_salt_time(ended) if ended else False

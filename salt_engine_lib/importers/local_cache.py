@@ -30,10 +30,9 @@ import shutil
 import tempfile
 from typing import TYPE_CHECKING, Iterator, Optional
 
-from salt_engine_lib import records
+from salt_engine_lib import jids, records
 from salt_engine_lib.errors import ImportSourceError, RecordError
 from salt_engine_lib.importers.common import Item, Options, Refusal, Tally, Unit, importing_master, run_source, short_reason
-from salt_engine_lib.jids import utcnow
 from salt_engine_lib.store.writes import Rows
 
 if TYPE_CHECKING:
@@ -44,8 +43,7 @@ JID_FILE = "jid"
 LOAD_FILE = ".load.p"
 RETURN_FILE = "return.p"
 OUT_FILE = "out.p"
-# The end time local_cache stores is Salt's jid_to_time text ("2026, Nov 22 18:16:33.638280").
-ENDTIME_FORMAT = "%Y, %b %d %H:%M:%S.%f"
+# Its endtime file holds jids.SALT_TIME_FORMAT text.
 
 
 def jobs_dir_of(opts: dict) -> str:
@@ -142,13 +140,6 @@ def _returns_as_get_jid_reads_them(minion_dirs):
     return answer
 
 
-def _parse_endtime(text):
-    try:
-        return datetime.datetime.strptime(str(text).strip(), ENDTIME_FORMAT)
-    except ValueError:
-        return None
-
-
 class JobReader:
     """The rows of one local_cache job dir, read through local_cache's functions."""
 
@@ -186,7 +177,7 @@ class JobReader:
             ended = None
             yield Refusal("endtime", key, "local_cache could not read the end time", f"{type(err).__name__}: {err}")
         if ended:
-            ended_at = _parse_endtime(ended)
+            ended_at = jids.parse_salt_time(ended)
             if ended_at is None:
                 yield Refusal("endtime", key, "end time not in Salt's format", repr(ended), ended)
             else:
@@ -211,7 +202,7 @@ class JobReader:
             return None, Refusal("job", key, "local_cache has no load for the jid of this dir", "check hash_type", steps=1)
         minions = load.pop("Minions", None) or None
         try:
-            return records.job_row(jid, load, minions, self.master_id, self.now or utcnow(), self.namespace), None
+            return records.job_row(jid, load, minions, self.master_id, self.now or jids.utcnow(), self.namespace), None
         except RecordError as err:
             return None, Refusal("job", key, short_reason(err), str(err), {"load": load, "minions": minions}, steps=1)
 

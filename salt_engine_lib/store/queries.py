@@ -191,7 +191,7 @@ def _joined_sqlite(element, compiler, **kw):
 
 
 class _salt_time(sa.sql.functions.GenericFunction):
-    """A timestamp as Salt's jid_to_time writes it: ``2026, Dec 03 13:27:41.123456``."""
+    """A timestamp in :data:`jids.SALT_TIME_FORMAT`, rendered by the database."""
 
     type = sa.String()
     inherit_cache = True
@@ -338,13 +338,8 @@ def listing_entries(rows: Iterable[sa.Row]) -> dict[str, dict]:
     for row in rows:
         entries.update(listing.parse(row.listing or listing.render(row.jid, row.load)))
         if row.ended_at:
-            entries[row.jid]["EndTime"] = salt_time(row.ended_at)
+            entries[row.jid]["EndTime"] = jids.format_salt_time(row.ended_at)
     return entries
-
-
-def salt_time(when: datetime.datetime) -> str:
-    """Salt's jid_to_time format, ``2026, Nov 22 18:16:33.638280`` (what _salt_time renders in SQL)."""
-    return when.strftime("%Y, %b %d %H:%M:%S.%f")
 
 
 def returns_of_minion(conn: sa.Connection, minion_id: str, limit: int = 50, before: Optional[str] = None) -> list[sa.Row]:

@@ -233,20 +233,28 @@ def test_master_restart_loses_and_doubles_nothing(ha, jobs, master_1, minion, re
     assert multimaster.wait_until_answering(master_1, minion.id), "the minion does not answer master 1 after its restart"
     # Salt 3007's multi-master minion keeps dropping its connection to a
     # restarted master (reproduced with no relay configured: of five jobs after
-    # the restart, every other one went unanswered; 3006 and 3008 answer all),
-    # so the job is published until the minion answers one; the ones it did
-    # not answer must then be stored as jobs, not lost or doubled.
+    # the restart, every other one went unanswered; 3006 and 3008 answer all;
+    # once, on 3007.17 in CI, none of five was answered although a test.ping
+    # just before them was), so the job is published until the minion answers
+    # one, and after four unanswered ones the minion is restarted too (what an
+    # operator does); the ones it did not answer must then be stored as jobs,
+    # not lost or doubled.
     unanswered = []
-    for attempt in range(1, 6):
+    for attempt in range(1, 9):
+        if attempt == 5:
+            minion.terminate()
+            minion.start(start_timeout=120)
+            record_property("minion_restarted_after_unanswered", len(unanswered))
+        multimaster.wait_until_answering(master_1, minion.id, timeout=60)
         jid, answer, result = multimaster.run_job(
-            master_1.salt_cli(timeout=90), "test.arg", f"ha-after-restart-{attempt}", minion_tgt=minion.id
+            master_1.salt_cli(timeout=30), "test.arg", f"ha-after-restart-{attempt}", minion_tgt=minion.id
         )
         if isinstance(answer, dict) and answer.get("args") == [f"ha-after-restart-{attempt}"]:
             break
         assert jid, result
         unanswered.append(jid)
     else:
-        pytest.fail(f"the minion answered none of 5 jobs from master 1 after its restart: {result}")
+        pytest.fail(f"the minion answered none of 8 jobs from master 1 after its restart (and its own after 4): {result}")
     job = Job(master_1, answer)
     record_property("unanswered_after_restart", len(unanswered))
     every = {**jobs, jid: job}

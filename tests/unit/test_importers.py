@@ -10,6 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from salt_engine_lib import config as relay_config
+from salt_engine_lib import jids
 from salt_engine_lib.cli import main
 from salt_engine_lib.importers import common, local_cache
 from salt_engine_lib.store import Store, queries
@@ -98,7 +99,7 @@ def test_import_then_reimport_counts_what_the_store_did_not_have(tmp_path, sqlit
     jid = _jid(3)
     assert store.read(queries.get_load, jid, scope) == cache["get_load"](jid)
     assert store.read(queries.get_jid, jid, scope) == cache["get_jid"](jid)
-    assert store.read(queries.get_endtime, jid, scope).strftime(local_cache.ENDTIME_FORMAT) == cache["get_endtime"](jid)
+    assert store.read(queries.get_endtime, jid, scope).strftime(jids.SALT_TIME_FORMAT) == cache["get_endtime"](jid)
 
 
 def test_unreadable_and_oversize_items_are_refused_with_their_reason(tmp_path, sqlite_url):
