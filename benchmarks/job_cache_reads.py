@@ -104,6 +104,7 @@ TARGETS_MS = {"get_jids_filter(50)": 50.0, "get_load(jid)": 10.0, "get_jid(jid)"
 # Issue #18: get_jids() at least 3x faster than saltext-mysql's (ratio <= 1/3, unrounded);
 # get_load/get_jid/get_jids_filter no slower (ratio <= 1), median and p99.
 GET_JIDS_VS_SALTEXT_MAX = 1 / 3
+RELAY_TABLES = ("jobs", "job_listings", "returns")
 POINT_READS_VS_SALTEXT_MAX = 1.0
 MASTER_ID = "bench_master"
 
@@ -456,12 +457,29 @@ def server_settings(res):
     )
 
 
+def table_sizes(res, dialect, database, tables):
+    """``"jobs 604 MB, job_listings 250 MB"``: the tables' data and indexes on the server, after the fill."""
+    if dialect == "mysql":
+        with res.mysql.cursor() as cursor:
+            cursor.execute(
+                "SELECT table_name, data_length + index_length FROM information_schema.tables WHERE table_schema = %s", (database,)
+            )
+            found = dict(cursor.fetchall())
+    else:
+        found = {}
+        with sa.create_engine(databases.server_url("postgresql", database)).connect() as conn:
+            for table in tables:
+                found[table] = conn.execute(sa.text("SELECT pg_total_relation_size(:t)"), {"t": table}).scalar()
+    return ", ".join(f"{table} {found[table] / 1e6:,.0f} MB" for table in tables if table in found)
+
+
 def run_size(res, count, args):
     """{label: {function: [(median, p99, calls) per run]}}, {label: jobs stored}, fill notes, plan lines."""
     sizes, fills, built, plans = {}, [], {}, []
     for key in args.variants:
         label = VARIANTS[key]
         started = time.perf_counter()
+        tables = None
         if key == "relay-sqlite":
             directory = res.tmp / f"sqlite-{count}"
             url = f"sqlite:///{directory}/relay.db"
@@ -470,20 +488,25 @@ def run_size(res, count, args):
             if args.explain:
                 plans += [f"  {label}:"] + explain_relay(url, jid_of(count // 2))
         elif key == "relay-mariadb":
-            url = databases.server_url("mysql", res.mariadb())
+            database = res.mariadb()
+            url = databases.server_url("mysql", database)
             fill_relay(url, count, args.batch)
+            tables = table_sizes(res, "mysql", database, RELAY_TABLES)
             built[label] = ("relay", {"relay": {"database_url": url}}, count)
             if args.explain:
                 plans += [f"  {label}:"] + explain_relay(url, jid_of(count // 2))
         elif key == "relay-postgresql":
-            url = databases.server_url("postgresql", res.postgres())
+            database = res.postgres()
+            url = databases.server_url("postgresql", database)
             fill_relay(url, count, args.batch)
+            tables = table_sizes(res, "postgresql", database, RELAY_TABLES)
             built[label] = ("relay", {"relay": {"database_url": url}}, count)
             if args.explain:
                 plans += [f"  {label}:"] + explain_relay(url, jid_of(count // 2))
         elif key == "saltext-mysql":
             database = res.mariadb(saltext=True)
             fill_saltext_mysql(database, count, args.batch)
+            tables = table_sizes(res, "mysql", database, ("jids", "salt_returns"))
             built[label] = ("mysql", _saltext_mysql.opts(database), count)
         elif key == "local_cache":
             capped = min(count, args.local_cache_max)
@@ -502,6 +525,8 @@ def run_size(res, count, args):
         else:
             elapsed = time.perf_counter() - started
             fills.append(f"{label}: {job_count:,} jobs filled in {elapsed:.1f} s ({job_count / elapsed:,.0f} jobs/s)")
+            if tables:
+                fills[-1] += f"; {tables}"
         print(f"  fill {fills[-1]}", file=sys.stderr, flush=True)
     results = {}
     for run in range(args.runs):

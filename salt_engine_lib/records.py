@@ -116,7 +116,7 @@ def job_row(
         "user": _label(load.get("user"), 255),
         "load": load,
         "minions": sorted(str(m) for m in minions) if minions is not None else None,
-        "listing": listing.render(jid, load),
+        "listing_head": listing.head(jid, load),  # job_listings.head (store.writes)
         "started_at": jid_time(jid),
         "ended_at": None,
         "stored_at": now or utcnow(),

@@ -33,7 +33,7 @@ _MIGRATIONS_DIR = pathlib.Path(__file__).resolve().parent / "migrations"
 _PG_LOCK_ID = 7_275_480_633
 _MYSQL_LOCK_NAME = "salt_relay_schema_upgrade"
 #: The newest migration in migrations/versions (tests/store/test_migrations.py checks it against Alembic's head).
-HEAD_REVISION = "0004"
+HEAD_REVISION = "0005"
 
 
 def alembic_config(connection: Optional[sqlalchemy.Connection] = None) -> Config:

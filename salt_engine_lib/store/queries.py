@@ -18,7 +18,7 @@ from sqlalchemy.ext.compiler import compiles
 
 from salt_engine_lib import jids, listing
 from salt_engine_lib.errors import StoreError
-from salt_engine_lib.store.schema import events, job_minions, jobs, relay_engines, returns
+from salt_engine_lib.store.schema import events, job_listings, job_minions, jobs, relay_engines, returns
 
 if TYPE_CHECKING:
     import datetime
@@ -120,8 +120,17 @@ def get_jid(conn: sa.Connection, jid: str, scope: Scope = EVERY_ROW) -> dict:
 
 @functools.lru_cache(maxsize=64)  # the newest-jobs page of get_jids_filter, mostly: see _load_statement
 def _job_page_query(limit, before=None, start=None, end=None, exclude_funs=(), scope=EVERY_ROW):
+    # The job's listing member as a subquery on job_listings' key, not a
+    # join: with a join PostgreSQL may hash both tables and sort, where this
+    # keeps reading the jobs key backwards up to the LIMIT.
+    member = (
+        sa.select(_listing_member())
+        .where(job_listings.c.jid == jobs.c.jid, job_listings.c.namespace == jobs.c.namespace)
+        .scalar_subquery()
+        .label("member")
+    )
     query = scope.apply(
-        sa.select(jobs.c.jid, jobs.c.namespace, jobs.c.master_id, jobs.c.load, jobs.c.minions, jobs.c.listing, jobs.c.ended_at), jobs
+        sa.select(jobs.c.jid, jobs.c.namespace, jobs.c.master_id, jobs.c.load, jobs.c.minions, jobs.c.ended_at, member), jobs
     )
     if before is not None:
         query = query.where(jobs.c.jid < str(before))
@@ -156,9 +165,9 @@ def list_jobs(
 
 
 # -- the full job listing (get_jids) ---------------------------------------------
-# Each job's entry is rendered when written (jobs.listing, salt_engine_lib.listing);
-# a page of entries is one string aggregated by the database and decoded by one
-# json.loads, which is what makes the listing of every job fast.
+# Each job's entry is rendered when written (job_listings, salt_engine_lib.listing);
+# a page of entries is one string aggregation over that narrow table,
+# decoded by one json.loads, which is what makes the listing of every job fast.
 
 # Jobs per page: 5,000 of the benchmark's were 1 MB of text, 7 ms to decode.
 LISTING_PAGE_SIZE = 5000
@@ -190,61 +199,9 @@ def _joined_sqlite(element, compiler, **kw):
     return f"group_concat({compiler.process(element.clauses, **kw)}, ',')"
 
 
-class _salt_time(sa.sql.functions.GenericFunction):
-    """A timestamp in :data:`jids.SALT_TIME_FORMAT`, rendered by the database."""
-
-    type = sa.String()
-    inherit_cache = True
-
-
-@compiles(_salt_time, "mysql")
-@compiles(_salt_time, "mariadb")
-def _salt_time_mysql(element, compiler, **kw):
-    # %b follows lc_time_names, which is en_US unless a server changes its default.
-    return compiler.process(sa.func.date_format(*element.clauses, "%Y, %b %d %H:%i:%s.%f"), **kw)
-
-
-@compiles(_salt_time, "postgresql")
-def _salt_time_postgresql(element, compiler, **kw):
-    # "Mon" is always English; only "TMMon" would follow lc_time.
-    return compiler.process(sa.func.to_char(*element.clauses, "YYYY, Mon DD HH24:MI:SS.US"), **kw)
-
-
-@compiles(_salt_time, "sqlite")
-def _salt_time_sqlite(element, compiler, **kw):
-    # SQLAlchemy stores SQLite datetimes as "YYYY-MM-DD HH:MM:SS.ffffff".
-    value = compiler.process(element.clauses, **kw)
-    month = f"substr('JanFebMarAprMayJunJulAugSepOctNovDec', (CAST(substr({value}, 6, 2) AS INTEGER) - 1) * 3 + 1, 3)"
-    return f"(substr({value}, 1, 4) || ', ' || {month} || ' ' || substr({value}, 9, 2) || ' ' || substr({value}, 12, 15))"
-
-
-class _without_last_character(sa.sql.functions.GenericFunction):
-    type = sa.Text()
-    inherit_cache = True
-
-
-@compiles(_without_last_character, "mysql")
-@compiles(_without_last_character, "mariadb")
-def _without_last_character_mysql(element, compiler, **kw):
-    value = compiler.process(element.clauses, **kw)
-    return f"LEFT({value}, CHAR_LENGTH({value}) - 1)"  # LENGTH counts bytes
-
-
-@compiles(_without_last_character, "postgresql")
-def _without_last_character_postgresql(element, compiler, **kw):
-    return f"left({compiler.process(element.clauses, **kw)}, -1)"
-
-
-@compiles(_without_last_character, "sqlite")
-def _without_last_character_sqlite(element, compiler, **kw):
-    value = compiler.process(element.clauses, **kw)
-    return f"substr({value}, 1, length({value}) - 1)"
-
-
 def _listing_member():
-    """The row's rendered member, with ``"EndTime"`` spliced in before its closing brace once the job ended."""
-    ended = _without_last_character(jobs.c.listing).concat(',"EndTime":"').concat(_salt_time(jobs.c.ended_at)).concat('"}')
-    return sa.case((jobs.c.ended_at.is_(None), jobs.c.listing), else_=ended)
+    """The row's member, head and tail (NULL while the job has no head: rendered on read)."""
+    return job_listings.c.head.concat(sa.func.coalesce(job_listings.c.tail, listing.OPEN_TAIL))
 
 
 def job_listing(conn: sa.Connection, scope: Scope = EVERY_ROW, page_size: int = LISTING_PAGE_SIZE) -> dict[str, dict]:
@@ -267,7 +224,7 @@ def job_listing(conn: sa.Connection, scope: Scope = EVERY_ROW, page_size: int = 
 class _ListingPage:
     jobs: int  # distinct jids in the page
     members: Optional[str]  # the rendered members, joined by commas
-    unrendered: list  # rows of jobs an older writer stored without a listing (jid, load, listing, ended_at)
+    unrendered: list  # rows of jobs stored before the listing whose upgrade could not render them (jid, load, ended_at, member)
 
 
 def _listing_pages(conn, scope, page_size):
@@ -298,19 +255,21 @@ def _listing_pages(conn, scope, page_size):
 @functools.lru_cache(maxsize=64)
 def _listing_statement(scope, kind, page_size, before, oldest=False):
     """One of the listing's statements, built once (as _load_statement), bound by :before and :oldest."""
-    query = scope.apply(sa.select(jobs.c.jid), jobs)
+    query = scope.apply(sa.select(job_listings.c.jid), job_listings)
     if before:
-        query = query.where(jobs.c.jid < sa.bindparam("before"))
+        query = query.where(job_listings.c.jid < sa.bindparam("before"))
     if kind == "bound":
-        return query.order_by(jobs.c.jid.desc()).limit(1).offset(page_size - 1)
+        return query.order_by(job_listings.c.jid.desc()).limit(1).offset(page_size - 1)
     if oldest:
-        query = query.where(jobs.c.jid >= sa.bindparam("oldest"))
+        query = query.where(job_listings.c.jid >= sa.bindparam("oldest"))
     if kind == "unrendered":
-        return query.with_only_columns(jobs.c.jid, jobs.c.load, jobs.c.listing, jobs.c.ended_at).where(jobs.c.listing.is_(None))
+        listed = job_listings.join(jobs, sa.and_(jobs.c.jid == job_listings.c.jid, jobs.c.namespace == job_listings.c.namespace))
+        unrendered = query.with_only_columns(jobs.c.jid, jobs.c.load, jobs.c.ended_at, sa.null().label("member"))
+        return unrendered.select_from(listed).where(job_listings.c.head.is_(None))
     member = _listing_member()
     # Only the "all" scope can hold one jid twice (two namespaces); counting
     # distinct jids costs the database a sort of the page.
-    jobs_in_page = sa.func.count(sa.distinct(jobs.c.jid)) if scope.kind == "all" else sa.func.count()
+    jobs_in_page = sa.func.count(sa.distinct(job_listings.c.jid)) if scope.kind == "all" else sa.func.count()
     return query.with_only_columns(sa.func.count(), sa.func.count(member), jobs_in_page, _joined(member))
 
 
@@ -333,12 +292,10 @@ def _collector_paused():
 
 
 def listing_entries(rows: Iterable[sa.Row]) -> dict[str, dict]:
-    """``{jid: entry}`` of job rows read one by one (with ``jid``, ``load``, ``listing``, ``ended_at``)."""
+    """``{jid: entry}`` of job rows read one by one (``jid``, ``load``, ``ended_at``, and ``member``, NULL where unrendered)."""
     entries = {}
     for row in rows:
-        entries.update(listing.parse(row.listing or listing.render(row.jid, row.load)))
-        if row.ended_at:
-            entries[row.jid]["EndTime"] = jids.format_salt_time(row.ended_at)
+        entries.update(listing.parse(row.member or listing.member(listing.head(row.jid, row.load), listing.tail(row.ended_at))))
     return entries
 
 
@@ -374,8 +331,13 @@ def minion_ids(conn: sa.Connection, scope: Scope = EVERY_ROW) -> list[str]:
 
 
 def set_endtime(conn: sa.Connection, jid: str, ended_at: Optional[datetime.datetime], namespace: str) -> None:
-    """The end time of the job ``jid`` of ``namespace`` (the master's own: only it ends its jobs)."""
+    """The end time of the job ``jid`` of ``namespace`` (the master's own: only it ends its jobs), and its listing's tail."""
     conn.execute(sa.update(jobs).where(jobs.c.jid == str(jid), jobs.c.namespace == namespace).values(ended_at=ended_at))
+    conn.execute(
+        sa.update(job_listings)
+        .where(job_listings.c.jid == str(jid), job_listings.c.namespace == namespace)
+        .values(tail=listing.tail(ended_at))
+    )
 
 
 def get_endtime(conn: sa.Connection, jid: str, scope: Scope = EVERY_ROW) -> Optional[datetime.datetime]:

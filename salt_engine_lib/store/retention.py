@@ -15,7 +15,7 @@ import sqlalchemy as sa
 
 from salt_engine_lib import jids
 from salt_engine_lib.store.queries import EVERY_ROW, Scope
-from salt_engine_lib.store.schema import events, job_minions, jobs, returns
+from salt_engine_lib.store.schema import events, job_listings, job_minions, jobs, returns
 
 
 def _delete_in_chunks(engine, select_keys, delete_for_keys, chunk_size):
@@ -38,7 +38,7 @@ def purge_jobs(
     now: Optional[datetime.datetime] = None,
     scope: Scope = EVERY_ROW,
 ) -> dict[str, int]:
-    """Delete the returns, syndic minion lists and jobs whose jid is older than ``keep_seconds``."""
+    """Delete the returns, syndic minion lists, listing entries and jobs whose jid is older than ``keep_seconds``."""
     if not keep_seconds:
         return {"jobs": 0, "returns": 0}
     cutoff = jids.time_to_jid((now or jids.utcnow()) - datetime.timedelta(seconds=keep_seconds))
@@ -46,6 +46,7 @@ def purge_jobs(
     for name, table, key in (
         ("returns", returns, ("jid", "namespace", "minion_id")),
         ("job_minions", job_minions, ("jid", "namespace", "minion_id")),
+        ("job_listings", job_listings, ("jid", "namespace")),
         ("jobs", jobs, ("jid", "namespace")),
     ):
         columns = [table.c[column] for column in key]
@@ -55,7 +56,7 @@ def purge_jobs(
             lambda keys, table=table, columns=columns: sa.delete(table).where(sa.tuple_(*columns).in_([tuple(k) for k in keys])),
             chunk_size,
         )
-    del removed["job_minions"]  # part of the jobs
+    del removed["job_minions"], removed["job_listings"]  # parts of the jobs
     return removed
 
 

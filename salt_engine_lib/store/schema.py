@@ -56,13 +56,23 @@ jobs = sa.Table(
     sa.Column("user", sa.String(255)),
     sa.Column("load", JSONDocument, nullable=False),
     sa.Column("minions", JSONDocument),
-    # The job's get_jids entry, '"<jid>":{...}', rendered when written
-    # (salt_engine_lib.listing); NULL for a row an older writer stored.
-    sa.Column("listing", LongText),
     sa.Column("started_at", Timestamp),
     sa.Column("ended_at", Timestamp),
     sa.Column("stored_at", Timestamp, nullable=False),
     sa.Index("ix_jobs_fun_jid", "fun", "jid"),
+)
+
+# Each job's get_jids entry (salt_engine_lib.listing), a row per jobs row
+# written with it and deleted with it: the full job listing reads this
+# narrow table, not the jobs' loads. head NULL: a job stored before the
+# listing existed whose upgrade could not render it (the read renders it).
+job_listings = sa.Table(
+    "job_listings",
+    metadata,
+    sa.Column("jid", sa.String(JID_LENGTH), primary_key=True),
+    sa.Column("namespace", sa.String(NAMESPACE_LENGTH), primary_key=True),
+    sa.Column("head", LongText),
+    sa.Column("tail", sa.String(64)),
 )
 
 returns = sa.Table(

@@ -44,6 +44,7 @@ class Rows(typing.NamedTuple):
 
 _CONFLICT_KEYS = {
     schema.jobs.name: ("jid", "namespace"),
+    schema.job_listings.name: ("jid", "namespace"),
     schema.returns.name: ("jid", "namespace", "minion_id"),
     schema.events.name: ("content_key",),
     schema.job_minions.name: ("jid", "namespace", "minion_id"),
@@ -89,7 +90,9 @@ def insert_ignoring_duplicates(conn: sa.Connection, table: sa.Table, rows: list[
 # What a job-cache return refreshes in a row the engine wrote from the bus.
 AUTHORITATIVE_RETURN_COLUMNS = ("fun", "ret", "retcode", "success", "document", "returned_at")
 # What the publish-time save_load refreshes in a job row written from a bus event.
-AUTHORITATIVE_JOB_COLUMNS = ("master_id", "fun", "tgt", "tgt_type", "user", "load", "minions", "listing")
+AUTHORITATIVE_JOB_COLUMNS = ("master_id", "fun", "tgt", "tgt_type", "user", "load", "minions")
+# ... and in its job_listings row (rendered from the load).
+AUTHORITATIVE_LISTING_COLUMNS = ("head",)
 # What a newer report of an engine refreshes in its relay_engines row.
 ENGINE_REPORT_COLUMNS = ("namespace", "mode", "host", "version", "stats", "reported_at")
 
@@ -113,9 +116,11 @@ def write_batch(
     copies never replace an existing row.
     """
     update = AUTHORITATIVE_RETURN_COLUMNS if authoritative_returns else ()
-    job_update = AUTHORITATIVE_JOB_COLUMNS if authoritative_jobs else ()
+    job_rows, listing_rows = _split_listings(jobs)
+    written = _write(conn, schema.jobs, job_rows, AUTHORITATIVE_JOB_COLUMNS if authoritative_jobs else ())
+    _write(conn, schema.job_listings, listing_rows, AUTHORITATIVE_LISTING_COLUMNS if authoritative_jobs else ())
     return {
-        "jobs": _write(conn, schema.jobs, jobs, job_update),
+        "jobs": written,
         "returns": _write(conn, schema.returns, returns, update),
         "events": _write(conn, schema.events, events),
     }
@@ -153,6 +158,16 @@ def write_engine_reports(conn: sa.Connection, reports: Iterable[dict]) -> None:
         )
         if updated.rowcount == 0:
             _write(conn, table, [report])
+
+
+def _split_listings(jobs):
+    """Job rows (records.job_row) -> (their jobs rows, their job_listings rows)."""
+    job_rows, listing_rows = [], []
+    for row in jobs:
+        job = dict(row)
+        listing_rows.append({"jid": job["jid"], "namespace": job["namespace"], "head": job.pop("listing_head", None), "tail": None})
+        job_rows.append(job)
+    return job_rows, listing_rows
 
 
 def _write(conn, table, rows, update_columns=()):

@@ -188,8 +188,9 @@ def test_0002_downgrades_to_0001_with_its_rows(database_url):
         assert "namespace" not in {column["name"] for column in sa.inspect(conn).get_columns("jobs")}
 
 
-def test_0003_renders_the_listing_of_existing_jobs_and_downgrades(database_url):
-    """Jobs stored before 0003 get their get_jids entry rendered by the upgrade, the same as a new write's."""
+def test_0003_renders_the_listing_of_existing_jobs_0005_moves_it_and_both_downgrade(database_url):
+    """Jobs stored before 0003 get their get_jids entry rendered by the upgrade, the same as a new write's;
+    0005 moves it into job_listings (with an end time set in between as its tail), and back on downgrade."""
     import salt.utils.jid
 
     engine = connection.get_engine(database_url)
@@ -198,17 +199,31 @@ def test_0003_renders_the_listing_of_existing_jobs_and_downgrades(database_url):
         _insert_0001_rows(conn)
     migrate.upgrade(engine, "0002")
     assert migrate.upgrade(engine, "0003") == ("0002", "0003")
-
+    expected = {row["jid"]: salt.utils.jid.format_jid_instance(row["jid"], json.loads(row["load"])) for row in _ROWS_0001["jobs"]}
     with engine.connect() as conn:
         rendered = dict(conn.execute(sa.text("SELECT jid, listing FROM jobs")).all())
-        listing = queries.job_listing(conn)
-    assert all(rendered.values())
-    expected = {row["jid"]: salt.utils.jid.format_jid_instance(row["jid"], json.loads(row["load"])) for row in _ROWS_0001["jobs"]}
-    assert listing == expected
+    assert {jid: json.loads("{" + member + "}")[jid] for jid, member in rendered.items()} == expected
+
+    ended_jid = _ROWS_0001["jobs"][0]["jid"]
+    ended_at = datetime.datetime(2026, 12, 4, 9, 5, 1, 7)
+    migrate.upgrade(engine, "0004")
+    with engine.begin() as conn:
+        conn.execute(sa.text("UPDATE jobs SET ended_at = :ended WHERE jid = :jid"), {"ended": ended_at, "jid": ended_jid})
+    assert migrate.upgrade(engine) == ("0004", "0005")
+    expected[ended_jid]["EndTime"] = "2026, Dec 04 09:05:01.000007"
+    with engine.connect() as conn:
+        assert "listing" not in {column["name"] for column in sa.inspect(conn).get_columns("jobs")}
+        assert conn.execute(sa.text("SELECT count(*) FROM job_listings WHERE head IS NOT NULL")).scalar() == len(expected)
+        assert queries.job_listing(conn) == expected
 
     with engine.connect() as conn:
         from alembic import command
 
+        command.downgrade(migrate.alembic_config(conn), "0004")
+        conn.commit()
+    with engine.connect() as conn:
+        assert dict(conn.execute(sa.text("SELECT jid, listing FROM jobs")).all()) == rendered
+        assert not sa.inspect(conn).has_table("job_listings")
         command.downgrade(migrate.alembic_config(conn), "0002")
         conn.commit()
     with engine.connect() as conn:

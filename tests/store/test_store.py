@@ -12,7 +12,7 @@ import sqlalchemy as sa
 
 from salt_engine_lib import jids, records
 from salt_engine_lib.store import connection, queries, retention, writes
-from salt_engine_lib.store.schema import events, jobs, returns
+from salt_engine_lib.store.schema import events, job_listings, jobs, returns
 
 BASE = datetime.datetime(2026, 1, 2, 3, 4, 5)
 T_STORED = datetime.datetime(2026, 1, 2, 3, 5, 0)
@@ -279,8 +279,9 @@ def test_list_jobs_pages_newest_first(store):
 def test_job_listing_is_salts_format_across_pages(store):
     """get_jids' listing: Salt's format_jid_instance of each load plus EndTime, whatever page a job falls in.
 
-    Rows with no rendered listing (an older writer's) are rendered on read;
-    non-ASCII arguments survive the splice of EndTime into the stored text.
+    Rows with no rendered head (a job stored before the listing whose upgrade
+    could not render it) are rendered on read; non-ASCII arguments survive
+    the tail that carries EndTime.
     """
     import salt.utils.jid
 
@@ -295,7 +296,7 @@ def test_job_listing_is_salts_format_across_pages(store):
     with store.engine.begin() as conn:
         for jid, when in ended.items():
             queries.set_endtime(conn, jid, when, "")
-        conn.execute(jobs.update().where(jobs.c.jid.in_([jid_at(1), jid_at(6), jid_at(13)])).values(listing=None))
+        conn.execute(job_listings.update().where(job_listings.c.jid.in_([jid_at(1), jid_at(6), jid_at(13)])).values(head=None))
 
     expected = {}
     for jid, load in loads.items():
@@ -499,6 +500,8 @@ def test_purge_deletes_exactly_the_old_rows(store):
     assert after["returns"] == [row for row in before["returns"] if row["jid"] in new_jids]
     assert after["events"] == [row for row in before["events"] if row["tag"] == "new/event"]
     assert counts(store) == {"jobs": 4, "returns": 12, "events": 3}
+    with store.connect() as conn:  # each job's listing entry went with it
+        assert sorted(conn.execute(sa.select(job_listings.c.jid)).scalars()) == sorted(new_jids)
 
     # nothing left to delete: a second run is a no-op
     assert store.purge(86400, 86400, chunk_size=7) == {"jobs": 0, "returns": 0, "events": 0}
@@ -541,10 +544,12 @@ def test_job_pages_use_the_primary_key(store):
                 assert "Index Scan Backward using jobs_pkey" in text, text
                 assert "Seq Scan" not in text and "Sort" not in text, text
             else:
-                [step] = plan
-                assert step["key"] == "PRIMARY", step
-                assert step["type"] in ("range", "index"), step
-                assert "filesort" not in (step["Extra"] or ""), step
+                # jobs read on its key, backwards, and each job's listing entry looked up by its own.
+                job_step, listing_step = plan
+                assert job_step["table"] == "jobs" and job_step["key"] == "PRIMARY", plan
+                assert job_step["type"] in ("range", "index"), plan
+                assert "filesort" not in (job_step["Extra"] or ""), plan
+                assert listing_step["table"] == "job_listings" and listing_step["type"] == "eq_ref", plan
 
 
 def test_publish_load_replaces_the_bus_copy_and_return_loads_never_do(store):
@@ -659,8 +664,8 @@ def test_a_read_survives_its_pooled_connection_being_killed(store, database_url)
 def test_get_jids_regression_guard_pages_by_key_and_reads_no_load(store, database_url):
     """What made get_jids fast stays so (speed itself is measured in benchmarks/job_cache_reads.py).
 
-    Every job's entry comes from its rendered listing, a page per aggregate,
-    without reading one publish load; each page's bound is read on the
+    Every job's entry comes from its rendered listing (job_listings), a page
+    per aggregate, without reading one publish load; each page's bound is read on the
     primary key, backwards, and neither it nor get_jids_filter's page sorts
     the table (the MariaDB plan that cost 4 s at 100,000 jobs once a scope
     fixed the namespace).
@@ -681,10 +686,8 @@ def test_get_jids_regression_guard_pages_by_key_and_reads_no_load(store, databas
     finally:
         sa.event.remove(engine, "before_cursor_execute", remember)
     assert len(listing) == 3000
-    aggregates = [statement for statement, _ in statements if "listing" in statement]
-    bounds = [
-        (statement, parameters) for statement, parameters in statements if "LIMIT" in statement.upper() and "listing" not in statement
-    ]
+    aggregates = [statement for statement, _ in statements if "head" in statement]
+    bounds = [(statement, parameters) for statement, parameters in statements if "LIMIT" in statement.upper() and "head" not in statement]
     assert len(aggregates) == len(bounds) == 4  # three pages of 1000, then the empty one that ends it
     assert not any("load" in statement.lower() for statement, _ in statements)
 
@@ -694,7 +697,8 @@ def test_get_jids_regression_guard_pages_by_key_and_reads_no_load(store, databas
     sorted_marker = "Sort" if dialect == "postgresql" else "filesort"
     page = queries._job_page_query(1000, before=jid_at(20), exclude_funs=("saltutil.find_job",), scope=scope)
     with store.engine.begin() as conn:
-        conn.exec_driver_sql("ANALYZE jobs" if dialect == "postgresql" else "ANALYZE TABLE jobs")
+        for table in ("jobs", "job_listings"):
+            conn.exec_driver_sql(f"ANALYZE {table}" if dialect == "postgresql" else f"ANALYZE TABLE {table}")
         filter_sql = str(page.compile(conn, compile_kwargs={"literal_binds": True})).replace("%", "%%")
         for statement, parameters in [*bounds[1:2], (filter_sql, None)]:
             plan = " ".join(str(row) for row in conn.exec_driver_sql("EXPLAIN " + statement, parameters))

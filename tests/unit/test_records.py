@@ -74,7 +74,7 @@ def test_job_row():
         "user": "root",
         "load": load,
         "minions": ["M3", "m1", "m2"],
-        "listing": listing.render(JID, load),
+        "listing_head": listing.head(JID, load),
         "started_at": datetime.datetime(2026, 1, 2, 3, 4, 5, 123456),
         "ended_at": None,
         "stored_at": NOW,
@@ -86,12 +86,14 @@ def test_listing_is_salts_get_jids_entry():
     import salt.utils.jid
 
     load = {"jid": JID, "fun": "state.apply", "arg": ["web", {"__kwarg__": True, "test": True}], "tgt": "*", "metadata": {"t": "ünï"}}
-    member = listing.render(JID, load)
-    assert member.startswith(f'"{JID}":{{') and member.endswith("}")
+    head = listing.head(JID, load)
+    assert head.startswith(f'"{JID}":{{') and not head.endswith("}")
+    member = listing.member(head, listing.tail(None))
     assert listing.parse(member) == {JID: salt.utils.jid.format_jid_instance(JID, load)}
-    assert listing.parse(member + "," + listing.render("2", {})) == {
+    ended = datetime.datetime(2026, 12, 4, 9, 5, 1, 7)
+    assert listing.parse(member + "," + listing.member(listing.head("2", {}), listing.tail(ended))) == {
         JID: salt.utils.jid.format_jid_instance(JID, load),
-        "2": salt.utils.jid.format_jid_instance("2", {}),
+        "2": {**salt.utils.jid.format_jid_instance("2", {}), "EndTime": "2026, Dec 04 09:05:01.000007"},
     }
 
 
