@@ -210,7 +210,7 @@ def fill_relay(url, count, batch):
     engine = store.engine
     if engine.dialect.name != "sqlite":
         with engine.begin() as conn:
-            for table in ("jobs", "returns"):
+            for table in RELAY_TABLES:
                 conn.exec_driver_sql(f"ANALYZE {'TABLE ' if engine.dialect.name != 'postgresql' else ''}{table}")
     connection.dispose_all()
 
