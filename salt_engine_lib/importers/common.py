@@ -245,8 +245,7 @@ def write_units(conn: sa.Connection, units: list[Unit]) -> tuple[dict[str, tuple
     writes.write_batch(conn, rows.jobs, rows.returns, rows.events)
     # Only the jobs this batch adds get their end time: a job already stored keeps what is there.
     endtimes = [(jid, namespace, ended_at) for unit in units for jid, namespace, ended_at in unit.endtimes if (jid, namespace) in new_jobs]
-    for jid, namespace, ended_at in endtimes:
-        queries.set_endtime(conn, jid, ended_at, namespace)
+    queries.set_endtimes(conn, endtimes)
     return counts, len(endtimes)
 
 

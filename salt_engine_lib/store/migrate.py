@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Optional
 import sqlalchemy
 from sqlalchemy import text
 
+from salt_engine_lib.errors import StoreError
 from salt_engine_lib.store import legacy_views as saltext_mysql_views
 from salt_engine_lib.urls import mask_url
 
@@ -129,7 +130,13 @@ def ensure_current(engine: sqlalchemy.Engine, legacy_views: bool = False) -> Non
     remove views that others read).
     """
     wanted = True if legacy_views else None
-    if current_revision(engine) != head_revision():
+    current = current_revision(engine)
+    if current is not None and current > head_revision():  # zero-padded counters: "0005" > "0004"
+        raise StoreError(
+            f"the database {mask_url(engine.url.render_as_string(hide_password=False))} is at schema revision {current}, "
+            f"newer than this salt-relay's {head_revision()}: upgrade salt-relay here too (every process on one database together)"
+        )
+    if current != head_revision():
         upgrade(engine, legacy_views=wanted)
     elif legacy_views:
         with engine.connect() as conn:

@@ -331,13 +331,20 @@ def minion_ids(conn: sa.Connection, scope: Scope = EVERY_ROW) -> list[str]:
 
 
 def set_endtime(conn: sa.Connection, jid: str, ended_at: Optional[datetime.datetime], namespace: str) -> None:
-    """The end time of the job ``jid`` of ``namespace`` (the master's own: only it ends its jobs), and its listing's tail."""
-    conn.execute(sa.update(jobs).where(jobs.c.jid == str(jid), jobs.c.namespace == namespace).values(ended_at=ended_at))
-    conn.execute(
-        sa.update(job_listings)
-        .where(job_listings.c.jid == str(jid), job_listings.c.namespace == namespace)
-        .values(tail=listing.tail(ended_at))
-    )
+    """The end time of the job ``jid`` of ``namespace`` (the master's own: only it ends its jobs)."""
+    set_endtimes(conn, [(jid, namespace, ended_at)])
+
+
+def set_endtimes(conn: sa.Connection, endtimes: Iterable[tuple[str, str, Optional[datetime.datetime]]]) -> None:
+    """``(jid, namespace, ended_at)`` each: the jobs' end times and their listing tails, one statement per table."""
+    params = [
+        {"b_jid": str(jid), "b_namespace": namespace, "b_ended": ended, "b_tail": listing.tail(ended)} for jid, namespace, ended in endtimes
+    ]
+    if not params:
+        return
+    for table, values in ((jobs, {"ended_at": sa.bindparam("b_ended")}), (job_listings, {"tail": sa.bindparam("b_tail")})):
+        keyed = table.update().where(table.c.jid == sa.bindparam("b_jid"), table.c.namespace == sa.bindparam("b_namespace"))
+        conn.execute(keyed.values(values), params)
 
 
 def get_endtime(conn: sa.Connection, jid: str, scope: Scope = EVERY_ROW) -> Optional[datetime.datetime]:

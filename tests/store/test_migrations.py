@@ -95,6 +95,17 @@ def test_the_head_revision_constant_is_alembics_head():
     assert migrate.head_revision() == migrate.alembic_head_revision()
 
 
+def test_a_database_newer_than_this_salt_relay_is_refused_and_left_alone(database_url):
+    """A revision this build does not know (a newer salt-relay upgraded the database): a clear error, nothing written."""
+    store = Store(database_url)
+    store.ensure_schema()
+    with store.engine.begin() as conn:
+        conn.execute(sa.text("UPDATE alembic_version SET version_num = '9999'"))
+    with pytest.raises(StoreError, match="at schema revision 9999, newer than this salt-relay's"):
+        Store(database_url).ensure_schema()
+    assert migrate.current_revision(store.engine) == "9999"
+
+
 # Rows as revision 0001 stored them: one master's job and return, a row a minion
 # wrote (no master), and events of both.
 _JID = "20261125120000000001"

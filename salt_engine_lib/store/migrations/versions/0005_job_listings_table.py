@@ -114,6 +114,12 @@ def upgrade():
     _write_tails(conn)
     with op.batch_alter_table("jobs") as batch:
         batch.drop_column("listing")
+    # Statistics now: without them PostgreSQL bounded each listing page by a
+    # sequential scan and a sort until autovacuum came by.
+    if conn.dialect.name == "postgresql":
+        conn.execute(sa.text("ANALYZE job_listings"))
+    elif conn.dialect.name in ("mysql", "mariadb"):
+        conn.execute(sa.text("ANALYZE TABLE job_listings"))
 
 
 def downgrade():
