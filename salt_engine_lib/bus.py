@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 
 from salt_engine_lib import saltcompat
 
@@ -45,6 +46,12 @@ class BusReader(threading.Thread):
         self._stopping = threading.Event()  # not _stop: Thread.join() calls self._stop()
         self._subscription = None
         self.ready = threading.Event()
+        self.subscribed_at = None  # time.time() once subscribed
+
+    def start_once(self) -> None:
+        """Start the thread unless it already runs (the engine starts it before its configuration)."""
+        if self.ident is None:
+            self.start()
 
     def stop(self) -> None:
         self._stopping.set()
@@ -86,6 +93,7 @@ class BusReader(threading.Thread):
         from salt.exceptions import SaltDeserializationError  # here: importing this module does not import Salt
 
         await subscription.connect(self.connect_timeout)
+        self.subscribed_at = time.time()
         self.counts_disconnects = subscription.watch_disconnects(self._dropped)
         if not self.counts_disconnects:
             log.info("relay: this Salt's event subscriber cannot report drops by the publisher; they cannot be counted")

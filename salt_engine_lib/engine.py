@@ -36,7 +36,16 @@ from salt_engine_lib.store import Store
 # How often an engine reports itself into the store (relay_engines), for `salt-relay status`.
 REPORT_SECONDS = 30.0
 # What of its stats an engine's report carries.
-REPORTED_STATS = ("captured", "accepted", "journaled", "forwarded", "rejected", "journal_lost_events", "last_error")
+REPORTED_STATS = (
+    "captured",
+    "accepted",
+    "journaled",
+    "forwarded",
+    "rejected",
+    "journal_lost_events",
+    "last_error",
+    "subscribed_after_start_s",
+)
 
 if TYPE_CHECKING:
     from salt_engine_lib.forwarder import BrokerSink, StoreSink
@@ -99,13 +108,14 @@ class RelayEngine:
         self._stats_written_at = 0.0
         self._reported_at = time.monotonic()  # serve_forever reports at once
         self.reports = 0  # journaled (and counted in "journaled" and "forwarded" like events)
+        self.started_at = _process_started_at()
 
     def install_signal_handlers(self) -> None:
         # Salt's own handler os._exit()s the engine: our pending batch would be lost.
         stop_on_signals(self.stopping, "flushing and stopping")
 
     def serve_forever(self) -> None:
-        self.reader.start()
+        self.reader.start_once()
         self.forwarder.start()
         self.drainer.start()
         self.report()
@@ -216,6 +226,7 @@ class RelayEngine:
             "journal_pending_bytes": fwd.pending_bytes(fresh=True),
             "journal": {**fwd.unforwarded(), "max_bytes": self.config.journal_max_bytes},
             "reader_alive": self.reader.is_alive(),
+            "subscribed_after_start_s": self.subscribed_after_start(),
             "reader_failure": _described(getattr(self.reader, "failure", None)),
             "journal_lost_events": fwd.dropped_events,
             "forward_failures": fwd.failures,
@@ -228,6 +239,18 @@ class RelayEngine:
             "outbox_pending_bytes": self.drainer.reader.pending_bytes(),
             "reports": self.reports,
         }
+
+    def subscribed_after_start(self) -> Optional[float]:
+        """Seconds from this engine process's start to its bus subscription: what the bus published meanwhile the engine never saw.
+
+        The master starts its event publisher before it forks its engines,
+        so the window opens a little earlier than this process; it is the
+        part that the engine's own start-up adds.
+        """
+        subscribed_at = getattr(self.reader, "subscribed_at", None)
+        if subscribed_at is None or self.started_at is None:
+            return None
+        return round(max(0.0, subscribed_at - self.started_at), 3)
 
     def report(self) -> None:
         """Tell the store this engine is alive, the way its events go (``salt-relay status`` lists every engine)."""
@@ -272,12 +295,40 @@ def adopt_legacy_journal(opts: dict, settings: relay_config.Settings) -> None:
         log.error("relay: cannot move the journal left in %s to %s, its batches stay there: %s", legacy, settings.journal_dir, err)
 
 
+def _process_started_at():
+    try:
+        import psutil  # a dependency of Salt
+
+        return psutil.Process().create_time()
+    except Exception:  # the figure is informative only: never a reason not to start
+        return None
+
+
 def _described(err):
     return None if err is None else f"{type(err).__name__}: {err}"
 
 
 def run(opts: dict, engine_kwargs: Optional[dict], runners: Optional[Mapping[str, Any]] = None) -> None:
-    """Entry point of ``_engines/relay.py``: validate, then serve until SIGTERM."""
+    """Entry point of ``_engines/relay.py``: subscribe, validate, then serve until SIGTERM.
+
+    The bus subscription comes first: compiling the master's pillar and
+    opening the sinks take a second or more, and the master's publisher is
+    already up (a burst of events from minions reconnecting after a master
+    restart was lost in that window). The reader's queue holds what arrives
+    meanwhile.
+    """
+    reader = BusReader(opts)
+    reader.start()
+    try:
+        engine = _configured_engine(opts, engine_kwargs, runners, reader)
+    except BaseException:
+        reader.stop()
+        raise
+    engine.install_signal_handlers()
+    engine.serve_forever()
+
+
+def _configured_engine(opts, engine_kwargs, runners, reader):
     try:
         config = load_config(opts, engine_kwargs or {}, runners)
     except ConfigError as err:
@@ -292,6 +343,4 @@ def run(opts: dict, engine_kwargs: Optional[dict], runners: Optional[Mapping[str
         )
         raise ConfigError("relay:database_url differs between the engine and the master config")
     handoff.write(opts, config)  # the master's job cache uses the same store
-    engine = RelayEngine(opts, config)
-    engine.install_signal_handlers()
-    engine.serve_forever()
+    return RelayEngine(opts, config, reader=reader)

@@ -10,7 +10,8 @@ JSON document, ``schema_version`` 1 (keys are stable; new keys may appear)::
     schema_version, state ("ok" | "degraded" | "down"), exit_status (0 | 1 | 2),
     warnings [text], checked_at (epoch s), mode ("embedded" | "broker"),
     engine   {state ("up" | "down"), reported, pid, mode, seconds_since_report, capture ("up" | "down" | "unknown"),
-             capture_failure (why the reader stopped, or null), stats_file}
+             capture_failure (why the reader stopped, or null), subscribed_after_start_s (engine process start ->
+             bus subscribed, or null), stats_file}
     events   {captured, kept, filtered, filtered_by_reason {reason: n}, stored, published, job_cache_records, engine_reports,
               lost_to_journal_bound, lost_to_spool_bound (its earlier name, same value), bus_drops, reader_overflowed}
     journal  {batches, bytes, max_bytes, used_percent, lag_seconds, directory}
@@ -83,6 +84,8 @@ def gather(settings: relay_config.Settings, raw_engine: Callable[[], sa.Engine],
             "seconds_since_report": seconds,
             "capture": "unknown" if reader_alive is None else ("up" if reader_alive else "down"),
             "capture_failure": stats.get("reader_failure") if stats else None,
+            # Seconds from the engine process's start to its bus subscription (what it could not see).
+            "subscribed_after_start_s": stats.get("subscribed_after_start_s") if stats else None,
             "stats_file": str(stats_file),
         },
     }
@@ -263,7 +266,8 @@ def render(report: dict) -> str:
         lines.append(("engine", f"{engine['state']}, pid {engine['pid']}, last report {engine['seconds_since_report']:.1f} s ago"))
     else:
         lines.append(("engine", "down (never reported on this master)"))
-    lines.append(("capture", engine["capture"]))
+    window = engine.get("subscribed_after_start_s")
+    lines.append(("capture", engine["capture"] + (f", subscribed {window:.3f} s after the engine started" if window is not None else "")))
     events = report["events"]
     reasons = ", ".join(f"{reason} {_n(count)}" for reason, count in events["filtered_by_reason"].items())
     carried = f" incl. {_n(events['job_cache_records'])} job-cache records" if events["job_cache_records"] else ""
