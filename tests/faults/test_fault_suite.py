@@ -110,6 +110,7 @@ def run_scenario(name, scenario, master, store, fault, count=RETURNS):
     final = counts or tally(store, scenario, sent["fired"])
     row = {
         "scenario": name,
+        "intended": count,
         "fired": sent["fired"],
         "not_accepted_by_bus": sent["failed"],
         **final,
@@ -120,6 +121,9 @@ def run_scenario(name, scenario, master, store, fault, count=RETURNS):
 
 
 def assert_nothing_lost_or_doubled(row):
+    # What the scenario meant to send was sent and accepted by the bus: with
+    # nothing fired, "nothing lost" would hold trivially.
+    assert row["fired"] == row["intended"] > 0 and row["not_accepted_by_bus"] == 0, row
     assert row["returns_lost"] == 0 and row["events_lost"] == 0, row
     assert row["returns_doubled"] == 0 and row["events_doubled"] == 0, row
 
@@ -183,6 +187,7 @@ def test_master_restarted_with_a_journal_backlog(master, store, worker, services
     )
     row = {
         "scenario": "salt-master restart (journal not empty)",
+        "intended": RETURNS,
         "fired": fired,
         "not_accepted_by_bus": first["failed"] + second["failed"],
         **(counts or tally(store, 4, fired)),
@@ -217,6 +222,7 @@ def test_journal_bound_hit_is_counted_and_reported(salt_factories, services, sto
             timeout=DRAIN_TIMEOUT,
         )
         assert counts, tally(store, 5, sent["fired"])
+        assert sent["fired"] == count and sent["failed"] == 0, sent  # all accepted by the bus
         # Every event is either stored or counted as lost: nothing vanishes silently.
         assert counts["events_stored"] + stats["journal_lost_events"] == sent["fired"], (counts, stats)
         assert counts["events_doubled"] == 0
