@@ -379,7 +379,9 @@ def peak_rss_mib():
 def explain_relay(url, jid):
     """Query plans of relay's get_jids_filter(50), get_load and get_jid statements."""
     statements = {
-        "get_jids_filter(50)": queries._job_page_query(50, exclude_funs=(FIND_JOB,)),  # the statement get_jids_filter runs
+        "get_jids_filter(50)": queries._job_page_query(
+            50, exclude_funs=(FIND_JOB,), listing_only=True
+        ),  # the statement get_jids_filter runs
         "get_load(jid)": sa.select(schema.jobs.c.load, schema.jobs.c.minions).where(schema.jobs.c.jid == jid),
         "get_jid(jid)": sa.select(schema.returns.c.minion_id, schema.returns.c.ret, schema.returns.c.document)
         .where(schema.returns.c.jid == jid)

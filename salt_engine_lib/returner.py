@@ -272,9 +272,8 @@ def get_jids(store: Store, settings: relay_config.Settings) -> dict[str, dict]:
 def get_jids_filter(store: Store, settings: relay_config.Settings, count: int, filter_find_job: bool = True) -> list[dict]:
     """The ``count`` newest jobs, oldest first, as ``format_jid_instance_ext`` (the listing entry and ``JID``)."""
     exclude = (FIND_JOB,) if filter_find_job else ()
-    rows = store.read(queries.list_jobs, limit=count, exclude_funs=exclude, scope=queries.Scope.of(settings))
-    entries = queries.listing_entries(rows)
-    return [{**entries[row.jid], "JID": row.jid} for row in reversed(rows)]
+    newest = store.read(queries.newest_listing, count, exclude, queries.Scope.of(settings))
+    return [{**entry, "JID": jid} for jid, entry in reversed(newest)]
 
 
 def get_endtime(store: Store, settings: relay_config.Settings, jid: str) -> Union[str, bool]:

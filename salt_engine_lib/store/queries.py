@@ -119,19 +119,22 @@ def get_jid(conn: sa.Connection, jid: str, scope: Scope = EVERY_ROW) -> dict:
 
 
 @functools.lru_cache(maxsize=64)  # the newest-jobs page of get_jids_filter, mostly: see _load_statement
-def _job_page_query(limit, before=None, start=None, end=None, exclude_funs=(), scope=EVERY_ROW):
-    # The job's listing member as a subquery on job_listings' key, not a
-    # join: with a join PostgreSQL may hash both tables and sort, where this
-    # keeps reading the jobs key backwards up to the LIMIT.
-    member = (
-        sa.select(_listing_member())
-        .where(job_listings.c.jid == jobs.c.jid, job_listings.c.namespace == jobs.c.namespace)
-        .scalar_subquery()
-        .label("member")
-    )
-    query = scope.apply(
-        sa.select(jobs.c.jid, jobs.c.namespace, jobs.c.master_id, jobs.c.load, jobs.c.minions, jobs.c.ended_at, member), jobs
-    )
+def _job_page_query(limit, before=None, start=None, end=None, exclude_funs=(), scope=EVERY_ROW, listing_only=False):
+    """Jobs newest first: their rows, or (``listing_only``) each jid and its listing member."""
+    if listing_only:
+        # The member as a subquery on job_listings' key, not a join: with a
+        # join PostgreSQL may hash both tables and sort, where this keeps
+        # reading the jobs key backwards up to the LIMIT.
+        member = (
+            sa.select(_listing_member())
+            .where(job_listings.c.jid == jobs.c.jid, job_listings.c.namespace == jobs.c.namespace)
+            .scalar_subquery()
+            .label("member")
+        )
+        columns = (jobs.c.jid, member)
+    else:
+        columns = (jobs.c.jid, jobs.c.namespace, jobs.c.master_id, jobs.c.load, jobs.c.minions, jobs.c.ended_at)
+    query = scope.apply(sa.select(*columns), jobs)
     if before is not None:
         query = query.where(jobs.c.jid < str(before))
     if start is not None:
@@ -162,6 +165,21 @@ def list_jobs(
     ``start``/``end`` are naive UTC datetimes bounding the job start time.
     """
     return list(conn.execute(_job_page_query(limit, before, start, end, tuple(exclude_funs), scope)))
+
+
+def newest_listing(conn: sa.Connection, limit: int, exclude_funs: Iterable[str] = (), scope: Scope = EVERY_ROW) -> list[tuple[str, dict]]:
+    """``(jid, get_jids entry)`` of the ``limit`` newest jobs, newest first (get_jids_filter): no load is read.
+
+    A job stored before the listing whose upgrade could not render it is
+    rendered from its load here, as in :func:`job_listing`.
+    """
+    rows = conn.execute(_job_page_query(limit, exclude_funs=tuple(exclude_funs), scope=scope, listing_only=True)).all()
+    entries = listing.parse(",".join(row.member for row in rows if row.member is not None))
+    unrendered = [row.jid for row in rows if row.member is None]
+    if unrendered:
+        query = scope.apply(sa.select(jobs.c.jid, jobs.c.load, jobs.c.ended_at, sa.null().label("member")), jobs)
+        entries.update(listing_entries(conn.execute(query.where(jobs.c.jid.in_(unrendered)))))
+    return [(row.jid, entries[row.jid]) for row in rows]
 
 
 # -- the full job listing (get_jids) ---------------------------------------------
